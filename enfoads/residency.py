@@ -83,8 +83,11 @@ class ModelAdapter(Protocol):
     key: str
     runtime: str  # "torch", "ctranslate2", "onnxruntime", ...
     movable: bool  # can move between GPU and CPU without a reload
-    estimate_bytes: int  # footprint before the first measurement
     staging_bytes: int  # host RAM used transiently while loading onto the GPU
+
+    def estimate(self, tier: str) -> int:
+        """Footprint on ``tier`` before the first measurement (catalogue figures)."""
+        ...
 
     def load(self, device: str) -> Any: ...
 
@@ -144,7 +147,7 @@ class _Entry:
         # A size measured on the other tier beats the catalogue's guess.
         for other in self.measured.values():
             return other
-        return int(self.adapter.estimate_bytes)
+        return int(self.adapter.estimate(tier))
 
 
 @dataclass

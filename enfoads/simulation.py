@@ -36,6 +36,9 @@ class SimulatedAdapter:
         if not self.estimate_bytes:
             self.estimate_bytes = self.size
 
+    def estimate(self, tier: str) -> int:
+        return self.estimate_bytes
+
     def load(self, device: str) -> SimulatedModel:
         with self._lock:
             if self.fail_loads > 0:

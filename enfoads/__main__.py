@@ -1,0 +1,5 @@
+import sys
+
+from enfoads.cli import main
+
+sys.exit(main())

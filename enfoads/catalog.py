@@ -1,0 +1,268 @@
+"""The model catalogue: what each model is, where it comes from, what it costs.
+
+Pure data. Sizes are the published file sizes; VRAM and RAM figures are
+estimates used only until the residency manager has measured a real load.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GB = 10**9
+MB = 10**6
+
+LICENCE_SDXL = "CreativeML Open RAIL++-M"
+LICENCE_OPENRAIL_M = "OpenRAIL-M"
+LICENCE_SD_TURBO = "Stability AI Non-Commercial Research Community License"
+LICENCE_INSIGHTFACE = "non-commercial research use only (InsightFace pretrained models)"
+LICENCE_MIT = "MIT"
+LICENCE_APACHE = "Apache-2.0"
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """Files of one Hugging Face repository at a pinned revision."""
+
+    repo_id: str
+    revision: str = "main"
+    allow_patterns: tuple[str, ...] = ()
+    subfolder: str = ""
+
+
+@dataclass(frozen=True)
+class UrlArchive:
+    """A file outside the hub (insightface packs ship as GitHub release zips)."""
+
+    url: str
+    unpack_to: str  # folder under the models dir the archive is extracted into
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the product can load.
+
+    ``loader`` names the function family in ``enfoads.loaders``; ``sources``
+    maps a component name (``base``, ``unet``, ``vae``, ``pack``...) to where
+    its files come from; ``tiny`` names the kit recipe for random weights.
+    """
+
+    id: str
+    role: str  # image, faces, swapper, speech, tts
+    runtime: str  # torch, ctranslate2, onnxruntime, process
+    loader: str
+    description: str
+    licence: str
+    download_bytes: int
+    vram_bytes: int  # estimated footprint on the GPU (fp16 where applicable)
+    ram_bytes: int  # estimated footprint in host RAM when on the CPU
+    sources: dict[str, HubFiles | UrlArchive] = field(default_factory=dict)
+    tiny: str | None = None  # tiny kit recipe, for random-weight models
+    options: dict = field(default_factory=dict)
+
+    @property
+    def movable(self) -> bool:
+        # Only torch modules can move between devices in place.
+        return self.runtime == "torch"
+
+
+SDXL_BASE = HubFiles(
+    "stabilityai/stable-diffusion-xl-base-1.0",
+    allow_patterns=(
+        "model_index.json",
+        "scheduler/*",
+        "tokenizer/*",
+        "tokenizer_2/*",
+        "text_encoder/config.json",
+        "text_encoder/model.fp16.safetensors",
+        "text_encoder_2/config.json",
+        "text_encoder_2/model.fp16.safetensors",
+        "unet/config.json",
+        "vae/config.json",
+    ),
+)
+SDXL_VAE_FP16_FIX = HubFiles(
+    "madebyollin/sdxl-vae-fp16-fix", allow_patterns=("config.json", "diffusion_pytorch_model.safetensors")
+)
+
+
+def _lightning(steps: int) -> ModelEntry:
+    unet_file = (
+        "sdxl_lightning_1step_unet_x0.safetensors" if steps == 1 else f"sdxl_lightning_{steps}step_unet.safetensors"
+    )
+    return ModelEntry(
+        id=f"sdxl-lightning-{steps}step",
+        role="image",
+        runtime="torch",
+        loader="sdxl_lightning",
+        description=f"SDXL base 1.0 with the SDXL-Lightning {steps}-step UNet (ByteDance), fp16-fix VAE",
+        licence=f"{LICENCE_SDXL} (base); {LICENCE_OPENRAIL_M} (SDXL-Lightning)",
+        # UNet 5.14 GB + text encoders 1.64 GB + VAE 0.33 GB
+        download_bytes=int(7.11 * GB),
+        vram_bytes=int(7.3 * GB),
+        ram_bytes=int(7.1 * GB),
+        sources={
+            "base": SDXL_BASE,
+            "unet": HubFiles("ByteDance/SDXL-Lightning", allow_patterns=(unet_file,)),
+            "vae": SDXL_VAE_FP16_FIX,
+        },
+        options={"unet_file": unet_file, "steps": steps, "x0_prediction": steps == 1},
+    )
+
+
+CATALOG: dict[str, ModelEntry] = {
+    e.id: e
+    for e in (
+        _lightning(1),
+        _lightning(2),
+        _lightning(4),
+        _lightning(8),
+        ModelEntry(
+            id="sd-turbo",
+            role="image",
+            runtime="torch",
+            loader="diffusers_folder",
+            description="SD-Turbo (SD 2.1 distilled, 512 px, 1-4 steps): the CPU profile's image model",
+            licence=LICENCE_SD_TURBO,
+            download_bytes=int(2.6 * GB),
+            vram_bytes=int(2.7 * GB),
+            ram_bytes=int(5.2 * GB),  # fp32 on the CPU
+            sources={
+                "base": HubFiles(
+                    "stabilityai/sd-turbo",
+                    allow_patterns=(
+                        "model_index.json",
+                        "scheduler/*",
+                        "tokenizer/*",
+                        "text_encoder/config.json",
+                        "text_encoder/model.fp16.safetensors",
+                        "unet/config.json",
+                        "unet/diffusion_pytorch_model.fp16.safetensors",
+                        "vae/config.json",
+                        "vae/diffusion_pytorch_model.fp16.safetensors",
+                    ),
+                )
+            },
+        ),
+        ModelEntry(
+            id="tiny-sdxl-lightning",
+            role="image",
+            runtime="torch",
+            loader="sdxl_lightning",
+            description="Tiny random-weight SDXL + Lightning-format UNet (tests, offline demos; outputs noise)",
+            licence=LICENCE_APACHE,
+            download_bytes=0,
+            vram_bytes=int(4.8 * MB),
+            ram_bytes=int(4.8 * MB),
+            tiny="tiny-sdxl-lightning",
+            options={"unet_file": "sdxl_lightning_4step_unet.safetensors", "steps": 4, "x0_prediction": False},
+        ),
+        ModelEntry(
+            id="buffalo_l",
+            role="faces",
+            runtime="onnxruntime",
+            loader="face_analysis",
+            description="InsightFace buffalo_l: SCRFD-10G detection, ArcFace R50 recognition, landmarks",
+            licence=LICENCE_INSIGHTFACE,
+            download_bytes=int(326 * MB),
+            vram_bytes=int(0.7 * GB),
+            ram_bytes=int(0.45 * GB),
+            # insightface's own model-zoo release, the URL FaceAnalysis itself uses.
+            sources={
+                "pack": UrlArchive(
+                    "https://github.com/deepinsight/insightface/releases/download/model-zoo/buffalo_l.zip",
+                    unpack_to="insightface/models/buffalo_l",
+                )
+            },
+        ),
+        ModelEntry(
+            id="inswapper_128",
+            role="swapper",
+            runtime="onnxruntime",
+            loader="swapper",
+            description="InsightFace inswapper_128 face swapper",
+            licence=LICENCE_INSIGHTFACE,
+            download_bytes=int(554 * MB),
+            vram_bytes=int(0.8 * GB),
+            ram_bytes=int(0.6 * GB),
+            sources={"model": HubFiles("ezioruan/inswapper_128.onnx", allow_patterns=("inswapper_128.onnx",))},
+        ),
+        ModelEntry(
+            id="tiny-buffalo_l",
+            role="faces",
+            runtime="onnxruntime",
+            loader="face_analysis",
+            description="Tiny random-weight buffalo_l pack; finds faces in the kit's test pattern",
+            licence=LICENCE_APACHE,
+            download_bytes=0,
+            vram_bytes=int(2.8 * MB),
+            ram_bytes=int(2.8 * MB),
+            tiny="tiny-buffalo_l",
+        ),
+        ModelEntry(
+            id="tiny-inswapper_128",
+            role="swapper",
+            runtime="onnxruntime",
+            loader="swapper",
+            description="Tiny random-weight inswapper_128 (same inputs and outputs)",
+            licence=LICENCE_APACHE,
+            download_bytes=0,
+            vram_bytes=int(2.7 * MB),
+            ram_bytes=int(2.7 * MB),
+            tiny="tiny-buffalo_l",
+        ),
+        ModelEntry(
+            id="faster-whisper-large-v3-turbo",
+            role="speech",
+            runtime="ctranslate2",
+            loader="whisper",
+            description="Whisper large-v3-turbo converted for CTranslate2 (faster-whisper's 'turbo')",
+            licence=LICENCE_MIT,
+            download_bytes=int(1.62 * GB),
+            vram_bytes=int(1.8 * GB),
+            ram_bytes=int(1.0 * GB),
+            sources={"model": HubFiles("mobiuslabsgmbh/faster-whisper-large-v3-turbo")},
+        ),
+        ModelEntry(
+            id="faster-whisper-small",
+            role="speech",
+            runtime="ctranslate2",
+            loader="whisper",
+            description="Whisper small converted for CTranslate2; int8 on the CPU",
+            licence=LICENCE_MIT,
+            download_bytes=int(0.48 * GB),
+            vram_bytes=int(0.6 * GB),
+            ram_bytes=int(0.35 * GB),
+            sources={"model": HubFiles("Systran/faster-whisper-small")},
+        ),
+        ModelEntry(
+            id="tiny-whisper",
+            role="speech",
+            runtime="ctranslate2",
+            loader="whisper",
+            description="Tiny random-weight CTranslate2 Whisper (multilingual vocabulary; text is noise)",
+            licence=LICENCE_APACHE,
+            download_bytes=0,
+            vram_bytes=int(4.3 * MB),
+            ram_bytes=int(4.3 * MB),
+            tiny="tiny-whisper",
+        ),
+        ModelEntry(
+            id="espeak-ng",
+            role="tts",
+            runtime="process",
+            loader="espeak",
+            description="eSpeak NG speech synthesiser (Debian package): offline, always available",
+            licence="GPL-3.0-or-later",
+            download_bytes=0,
+            vram_bytes=0,
+            ram_bytes=int(20 * MB),
+        ),
+    )
+}
+
+
+def get_entry(model_id: str) -> ModelEntry:
+    try:
+        return CATALOG[model_id]
+    except KeyError:
+        raise KeyError(f"unknown model {model_id!r}; known: {sorted(CATALOG)}") from None

@@ -1,0 +1,89 @@
+"""Every knob of the product, from ``ENFOADS_*`` environment variables and CLI flags.
+
+One ``Settings`` object is built at start and passed explicitly to whatever
+needs it; nothing reads the environment later. Precedence: CLI flags (passed
+as keyword arguments) > environment > defaults.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from enfoads.profiles import GIB, Hardware, Profile, choose_profile
+
+
+def default_models_dir() -> Path:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME like huggingface_hub does."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hf_home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface"
+    )
+    return Path(hf_home).expanduser() / "hub"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ENFOADS_", extra="forbid", frozen=True)
+
+    profile: Literal["auto", "t4", "gpu", "cpu", "tiny"] = Field(
+        "auto", description="hardware profile; auto picks t4/gpu on CUDA, cpu otherwise"
+    )
+    data_dir: Path = Field(Path("enfoads-data"), description="jobs database and assets (may be on Google Drive)")
+    models_dir: Path = Field(default_factory=default_models_dir, description="model cache (default: the HF cache)")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(5000, ge=1, le=65535)
+    api_key: SecretStr | None = Field(None, description="API key; generated and stored in the data dir if unset")
+    gpu_budget_gb: float | None = Field(
+        None, ge=0, description="GPU memory for models; default total VRAM minus the profile's reserve"
+    )
+    ram_budget_gb: float | None = Field(
+        None, ge=0, description="host RAM for models; default available RAM at start minus a reserve"
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="comma-separated origins allowed by CORS (never '*')"
+    )
+    idle_ttl_s: float | None = Field(None, gt=0, description="unload models unused for this many seconds")
+    lease_wait_s: float = Field(60.0, gt=0, description="how long a job waits for memory held by another")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if any(v == "*" for v in value):
+            raise ValueError("'*' is not allowed: list the frontend's origins explicitly")
+        return value
+
+    @field_validator("data_dir", "models_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    def with_overrides(self, **overrides) -> "Settings":
+        """A copy with CLI flags applied (None means: flag not given)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return Settings(**{**self.model_dump(exclude_unset=True), **given}) if given else self
+
+    def resolve_profile(self, hardware: Hardware) -> Profile:
+        return choose_profile(self.profile, hardware)
+
+    def gpu_budget_bytes(self, profile: Profile, hardware: Hardware) -> int:
+        """Bytes of GPU memory models may use.
+
+        An explicit budget on a machine without CUDA simulates a GPU on the CPU
+        (the residency policy then runs as on a real card).
+        """
+        if self.gpu_budget_gb is not None:
+            return int(self.gpu_budget_gb * GIB)
+        if not hardware.cuda:
+            return 0
+        return max(0, hardware.vram_total_bytes - int(profile.gpu_reserve_gb * GIB))
+
+    def ram_budget_bytes(self, profile: Profile, hardware: Hardware) -> int:
+        if self.ram_budget_gb is not None:
+            return int(self.ram_budget_gb * GIB)
+        return max(int(0.5 * GIB), hardware.ram_available_bytes - int(profile.ram_reserve_gb * GIB))
