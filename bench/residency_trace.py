@@ -1,0 +1,138 @@
+"""Replay a recorded mixed trace through the real residency manager on T4 budgets.
+
+Models have their real fp16 sizes (from the catalogue) and run with simulated
+weights (``enfoads.simulation``); the manager, its planner and its accounting
+are the product's own. Prints loads, bytes moved, over-budget moments (must be
+0) and, last, ``residency_vs_belady=<ratio>``: the manager's GPU loads over
+those of the clairvoyant furthest-next-use (Belady) policy on the same trace
+and GPU budget. Goal <= 1.10.
+
+Run: python bench/residency_trace.py [--trace bench/traces/t4_mixed.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from enfoads.catalog import CATALOG, GB, MB
+from enfoads.residency import CPU, GPU, ResidencyManager
+from enfoads.simulation import SimulatedAdapter
+
+HERE = Path(__file__).parent
+# A Colab T4: 15 GB of VRAM, 12 GB of host RAM; the t4 profile's reserves.
+T4_VRAM, T4_RAM = 15 * GB, 12 * GB
+GPU_RESERVE, RAM_RESERVE = int(2.5 * GB), int(3.0 * GB)
+
+# Piper voices are not in the catalogue yet: a medium voice is ~63 MB of ONNX.
+EXTRA_SIZES = {"piper-es_MX": (0, int(110 * MB), "onnxruntime", CPU)}
+
+
+def model_table(trace: list[list[str]]) -> dict[str, tuple[int, int, str, str]]:
+    """id -> (vram bytes, ram bytes, runtime, preferred tier)."""
+    table = {}
+    for key in {k for request in trace for k in request}:
+        if key in CATALOG:
+            e = CATALOG[key]
+            table[key] = (e.vram_bytes, e.ram_bytes, e.runtime, GPU)
+        else:
+            table[key] = EXTRA_SIZES[key]
+    return table
+
+
+class TickClock:
+    """Deterministic time: each reading is one tick later."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def replay_manager(trace, table, gpu_budget, ram_budget) -> dict:
+    manager = ResidencyManager(gpu_budget=gpu_budget, ram_budget=ram_budget, gpu_device="cpu", clock=TickClock())
+    for key, (vram, ram, runtime, tier) in table.items():
+        adapter = SimulatedAdapter(
+            key, vram if tier == GPU else ram, runtime=runtime, movable=runtime == "torch",
+            staging_bytes=ram if tier == GPU else 0,
+        )
+        manager.register(adapter, preferred=tier)
+    over_budget = 0
+    for request in trace:
+        with ExitStack() as stack:
+            for key in request:
+                stack.enter_context(manager.use(key))
+                s = manager.stats()
+                over_budget += (s.gpu_used > s.gpu_budget) + (s.ram_used > s.ram_budget)
+    s = manager.stats()
+    return {
+        "requests": len(trace),
+        "loads": s.loads,
+        "gpu_loads": s.gpu_loads,
+        "evictions": s.evictions,
+        "bytes_moved": s.bytes_moved,
+        "over_budget": over_budget + s.over_budget_events,
+    }
+
+
+def belady_gpu_loads(trace, table, gpu_budget) -> int:
+    """Furthest-next-use eviction on the GPU tier alone, with no RAM limit.
+
+    With models of different sizes plain furthest-next-use over-evicts (it may
+    drop three small models before the big one that had to go), so victims
+    that turn out not to be needed are kept, soonest next use first.
+    """
+    flat = [(i, key) for i, request in enumerate(trace) for key in request if table[key][3] == GPU]
+    next_use: list[int] = [0] * len(flat)
+    last_seen: dict[str, int] = {}
+    for pos in range(len(flat) - 1, -1, -1):
+        key = flat[pos][1]
+        next_use[pos] = last_seen.get(key, 10**9)
+        last_seen[key] = pos
+    resident: dict[str, int] = {}  # key -> position of its next use
+    loads = 0
+    for pos, (request_index, key) in enumerate(flat):
+        if key not in resident:
+            loads += 1
+            pinned = set(trace[request_index])
+            size = lambda keys: sum(table[k][0] for k in keys)  # noqa: E731
+            victims: list[str] = []
+            for k in sorted((k for k in resident if k not in pinned), key=lambda k: -resident[k]):
+                if size(resident) - size(victims) + table[key][0] <= gpu_budget:
+                    break
+                victims.append(k)
+            for k in sorted(victims, key=lambda k: resident[k]):
+                if size(resident) - size(victims) + table[k][0] + table[key][0] <= gpu_budget:
+                    victims.remove(k)
+            for k in victims:
+                del resident[k]
+        resident[key] = next_use[pos]
+    return loads
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=HERE / "traces" / "t4_mixed.json")
+    args = parser.parse_args(argv)
+    trace = json.loads(args.trace.read_text())["requests"]
+    table = model_table(trace)
+    gpu_budget, ram_budget = T4_VRAM - GPU_RESERVE, T4_RAM - RAM_RESERVE
+
+    ours = replay_manager(trace, table, gpu_budget, ram_budget)
+    belady = belady_gpu_loads(trace, table, gpu_budget)
+    print(f"trace: {args.trace.name}, {ours['requests']} requests over {len(table)} models")
+    print(f"budgets: GPU {gpu_budget / GB:.1f} GB, host RAM {ram_budget / GB:.1f} GB (T4: 15 GB VRAM, 12 GB RAM)")
+    print(f"loads={ours['loads']} gpu_loads={ours['gpu_loads']} evictions={ours['evictions']}")
+    print(f"bytes_moved={ours['bytes_moved'] / GB:.1f} GB")
+    print(f"over_budget_moments={ours['over_budget']}")
+    print(f"belady_gpu_loads={belady}")
+    print(f"residency_vs_belady={ours['gpu_loads'] / belady:.3f}")
+    return 0 if ours["over_budget"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

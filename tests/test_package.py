@@ -1,0 +1,159 @@
+"""Packaging promises: a cheap import, settings from the environment, profiles, CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from enfoads.profiles import PROFILES, Hardware, choose_profile
+from enfoads.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "diffusers", "transformers", "ctranslate2", "faster_whisper", "onnxruntime", "insightface", "cv2")
+
+
+def run_py(code: str, env=None) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return out.stdout
+
+
+def test_import_enfoads_pulls_no_heavy_module():
+    code = (
+        "import sys, json, enfoads, enfoads.residency, enfoads.catalog, enfoads.loaders.image, "
+        "enfoads.loaders.speech, enfoads.loaders.faces, enfoads.tiny\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    assert json.loads(run_py(code)) == []
+
+
+def test_import_enfoads_is_fast():
+    # Best of three, in fresh interpreters: the budget is 0.3 s.
+    code = "import time; t = time.perf_counter(); import enfoads; print(time.perf_counter() - t)"
+    best = min(float(run_py(code)) for _ in range(3))
+    assert best < 0.3
+
+
+def cuda_hw(name="Tesla T4", vram_gib=15):
+    gib = 1024**3
+    return Hardware(True, name, vram_gib * gib, "12.4", "550.54", 12 * gib, 11 * gib, 2)
+
+
+CPU_HW = Hardware(False, "cpu", 0, None, None, 24 * 1024**3, 20 * 1024**3, 2)
+
+
+def test_auto_profile_follows_the_hardware():
+    assert choose_profile("auto", CPU_HW).name == "cpu"
+    assert choose_profile("auto", cuda_hw()).name == "t4"
+    assert choose_profile("auto", cuda_hw("NVIDIA L4", 24)).name == "gpu"
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        choose_profile("t4", CPU_HW)
+    assert choose_profile("tiny", CPU_HW).name == "tiny"
+
+
+def test_profiles_use_gpu_dtypes_on_gpu_and_cpu_dtypes_on_cpu():
+    t4, cpu = PROFILES["t4"], PROFILES["cpu"]
+    assert t4.roles["image"].dtype == "float16" and t4.roles["speech"].dtype == "float16"
+    assert cpu.roles["speech"].dtype == "int8"  # float16 on a CPU raises in CTranslate2
+    assert cpu.roles["image"].options["width"] == 512
+    assert set(PROFILES["tiny"].roles) == set(t4.roles)
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENFOADS_PROFILE", "tiny")
+    monkeypatch.setenv("ENFOADS_PORT", "5055")
+    monkeypatch.setenv("ENFOADS_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("ENFOADS_CORS_ORIGINS", "https://app.example, http://localhost:5173")
+    monkeypatch.setenv("ENFOADS_API_KEY", "s3cret")
+    s = Settings()
+    assert (s.profile, s.port, s.data_dir) == ("tiny", 5055, tmp_path / "d")
+    assert s.cors_origins == ["https://app.example", "http://localhost:5173"]
+    assert s.api_key.get_secret_value() == "s3cret" and "s3cret" not in repr(s)
+    # Flags beat the environment.
+    assert s.with_overrides(port=6000, profile=None).port == 6000
+    assert s.with_overrides(port=6000).profile == "tiny"
+
+
+def test_settings_reject_bad_values(monkeypatch):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="port"):
+        Settings(port=0)
+    with pytest.raises(ValidationError, match="not allowed"):
+        Settings(cors_origins="*")
+    with pytest.raises(ValidationError, match="profile"):
+        Settings(profile="huge")
+
+
+def test_models_dir_defaults_to_the_hf_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("ENFOADS_MODELS_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert Settings().models_dir == tmp_path / "hf" / "hub"
+
+
+def test_budgets_from_hardware_and_overrides():
+    gib = 1024**3
+    s = Settings(profile="auto")
+    t4 = PROFILES["t4"]
+    assert s.gpu_budget_bytes(t4, cuda_hw()) == 15 * gib - int(2.5 * gib)
+    assert s.gpu_budget_bytes(PROFILES["cpu"], CPU_HW) == 0
+    assert Settings(gpu_budget_gb=2).gpu_budget_bytes(PROFILES["tiny"], CPU_HW) == 2 * gib  # simulated
+    assert s.ram_budget_bytes(t4, cuda_hw()) == 11 * gib - 3 * gib
+
+
+def test_cli_doctor_reports_and_exits_zero(models_dir, tmp_path):
+    env = {**os.environ, "ENFOADS_MODELS_DIR": str(models_dir), "ENFOADS_DATA_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "enfoads", "doctor", "--profile", "tiny", "--gpu-budget-gb", "1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "profile        tiny" in out.stdout
+    assert "GPU budget     1.0 GiB (simulated on the CPU)" in out.stdout
+    for model in ("tiny-sdxl-lightning", "tiny-whisper", "tiny-buffalo_l", "espeak-ng"):
+        assert model in out.stdout
+
+
+def test_cli_doctor_lists_missing_real_models(tmp_path):
+    env = {**os.environ, "ENFOADS_MODELS_DIR": str(tmp_path / "empty"), "ENFOADS_DATA_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "enfoads", "doctor", "--profile", "cpu"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "MISSING" in out.stdout and "enfoads preload --profile cpu" in out.stdout
+
+
+def test_cli_rejects_bad_settings_with_a_message(tmp_path):
+    env = {**os.environ, "ENFOADS_PORT": "not-a-port"}
+    out = subprocess.run([sys.executable, "-m", "enfoads", "doctor"], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0
+    assert "invalid settings: port" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_build_tiny_is_idempotent(models_dir, tmp_path):
+    env = {**os.environ, "ENFOADS_MODELS_DIR": str(models_dir)}
+    cmd = [sys.executable, "-m", "enfoads", "build-tiny"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    marker = models_dir / "enfoads-tiny" / "tiny-sdxl-lightning" / "enfoads-tiny.json"
+    before = marker.stat().st_mtime_ns
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0 and "tiny kit:" in second.stdout
+    assert marker.stat().st_mtime_ns == before  # reused, not rebuilt
+
+
+def test_residency_bench_holds_budgets_and_its_goal():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import residency_trace
+    finally:
+        sys.path.pop(0)
+    trace = json.loads((REPO / "bench" / "traces" / "t4_mixed.json").read_text())["requests"]
+    assert len(trace) >= 200
+    table = residency_trace.model_table(trace)
+    gpu, ram = residency_trace.T4_VRAM - residency_trace.GPU_RESERVE, residency_trace.T4_RAM - residency_trace.RAM_RESERVE
+    ours = residency_trace.replay_manager(trace, table, gpu, ram)
+    assert ours["over_budget"] == 0
+    assert ours["gpu_loads"] / residency_trace.belady_gpu_loads(trace, table, gpu) <= 1.10
