@@ -292,7 +292,8 @@ class ResidencyManager:
             with self._cond:
                 while entry.busy:
                     self._cond.wait()
-                if entry.tier == target:
+                # A model leased elsewhere stays pinned where it is.
+                if entry.tier == target or (entry.tier is not None and entry.leases):
                     entry.leases += 1
                     entry.last_used = self._clock()
                     return entry.model
@@ -612,20 +613,26 @@ class ResidencyManager:
     def unload(self, key: str) -> bool:
         """Unload one model now (waits for its leases to end). True if it was loaded."""
         entry = self._entry(key)
-        with self._transition:
+        while True:
+            # Wait for the leases without holding the transition lock: a lease
+            # holder may need a transition before it can let go.
             with self._cond:
                 while entry.leases or entry.busy:
                     self._cond.wait()
-                if entry.tier is None:
-                    return False
-                entry.busy = True
-            try:
-                self._evict(entry, None)
-            finally:
+            with self._transition:
                 with self._cond:
-                    entry.busy = False
-                    self._changed()
-        return True
+                    if entry.leases or entry.busy:
+                        continue
+                    if entry.tier is None:
+                        return False
+                    entry.busy = True
+                try:
+                    self._evict(entry, None)
+                finally:
+                    with self._cond:
+                        entry.busy = False
+                        self._changed()
+                return True
 
     def unload_all(self) -> None:
         for key in self.registered():

@@ -325,3 +325,29 @@ def test_stats_report_per_model_and_totals():
     row = m.stats().as_dict()["models"][0]
     assert row["id"] == "a" and row["runtime"] == "onnxruntime" and row["tier"] == GPU
     assert row["bytes"] == 2 * GB and row["loads"] == 1 and row["last_used"]
+
+
+def test_a_leased_model_is_not_moved_by_a_request_for_another_tier():
+    m = manager(gpu=10, ram=10)
+    add(m, "a", 2)
+    with m.use("a") as on_gpu:
+        with m.use("a", tier=CPU) as same:
+            assert same is on_gpu
+        assert tiers(m)["a"] == GPU
+
+
+def test_unload_waits_for_the_lease_to_end():
+    m = manager(gpu=10, ram=10)
+    m._clock = time.monotonic
+    add(m, "a", 2)
+    add(m, "b", 2)
+    done = threading.Event()
+    with m.use("a"):
+        t = threading.Thread(target=lambda: (m.unload("a"), done.set()))
+        t.start()
+        time.sleep(0.1)
+        assert not done.is_set()
+        with m.use("b"):  # a lease holder can still load another model meanwhile
+            pass
+    t.join(timeout=5)
+    assert done.is_set() and tiers(m)["a"] is None
