@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     )
     idle_ttl_s: float | None = Field(None, gt=0, description="unload models unused for this many seconds")
     lease_wait_s: float = Field(60.0, gt=0, description="how long a job waits for memory held by another")
+    max_queued_jobs: int = Field(100, ge=1, description="queued jobs beyond this are refused (HTTP 429)")
+    cpu_workers: int = Field(2, ge=1, le=32, description="threads for CPU-only jobs (TTS, ffmpeg)")
+    job_attempts: int = Field(2, ge=1, le=10, description="starts a job gets when restarts interrupt it")
+    assets_quota_gb: float | None = Field(
+        10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -35,7 +35,6 @@ def load_lightning_unet(base_dir, unet_file, *, device: str, dtype: str):
     and its weights are assigned straight from the file, read onto ``device``,
     then cast to ``dtype`` (the original server skipped the cast and ran fp32).
     """
-    import torch
     from accelerate import init_empty_weights
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
