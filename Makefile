@@ -17,9 +17,8 @@ venv: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[test]"
 
-# Until `enfoads serve` lands, "serve" shows what the server would run with.
 serve: venv
-	$(VENV)/bin/enfoads doctor
+	$(VENV)/bin/enfoads serve
 
 doctor: venv
 	$(VENV)/bin/enfoads doctor

@@ -2,6 +2,14 @@
 
 Pure data. Sizes are the published file sizes; VRAM and RAM figures are
 estimates used only until the residency manager has measured a real load.
+
+Every hub source is pinned to a full commit hash, so what ``enfoads preload``
+installs never changes underneath a release; the hub's own LFS metadata at
+that commit gives each large file's sha256, which preload checks. Where a
+checksum is published independently of the hub (many third-party pins agree
+on it) it is written here too and checked as well. Moving a pin is a
+catalogue change; the previous version stays installed and selectable
+(``enfoads models --use``), see ``enfoads.preload``.
 """
 from __future__ import annotations
 
@@ -20,12 +28,20 @@ LICENCE_APACHE = "Apache-2.0"
 
 @dataclass(frozen=True)
 class HubFiles:
-    """Files of one Hugging Face repository at a pinned revision."""
+    """Files of one Hugging Face repository at a pinned revision.
+
+    ``sha256`` pairs a file path with its published sha256, checked on top of
+    the hub's LFS metadata (empty where none is published).
+    """
 
     repo_id: str
     revision: str = "main"
     allow_patterns: tuple[str, ...] = ()
     subfolder: str = ""
+    sha256: tuple[tuple[str, str], ...] = ()
+
+    def expected_sha256(self, path: str) -> str | None:
+        return dict(self.sha256).get(path)
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,7 @@ class UrlArchive:
     url: str
     unpack_to: str  # folder under the models dir the archive is extracted into
     sha256: str | None = None
+    bytes: int | None = None  # size of the archive, where published
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,22 @@ class ModelEntry:
         return self.runtime == "torch"
 
 
+# Commit pins. Each is the commit that many public projects pin or show in
+# their Hugging Face cache paths (snapshots/<commit>), not "main".
+REV_SDXL_BASE = "462165984030d82259a11f4367a4eed129e94a7b"
+REV_SDXL_VAE_FP16_FIX = "207b116dae70ace3637169f1ddd2434b91b3a8cd"
+REV_SDXL_LIGHTNING = "c9a24f48e1c025556787b0c58dd67a091ece2e44"
+REV_SD_TURBO = "b261bac6fd2cf515557d5d0707481eafa0485ec2"
+REV_INSWAPPER = "6ffdf0e83c5996cc425e77b59913fc48d79441be"
+REV_WHISPER_TURBO = "0a363e9161cbc7ed1431c9597a8ceaf0c4f78fcf"
+REV_WHISPER_SMALL = "536b0662742c02347bc0e980a01041f333bce120"
+
+# The files faster-whisper itself downloads for a model (faster_whisper.utils.download_model).
+WHISPER_FILES = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*")
+
 SDXL_BASE = HubFiles(
     "stabilityai/stable-diffusion-xl-base-1.0",
+    revision=REV_SDXL_BASE,
     allow_patterns=(
         "model_index.json",
         "scheduler/*",
@@ -81,7 +112,9 @@ SDXL_BASE = HubFiles(
     ),
 )
 SDXL_VAE_FP16_FIX = HubFiles(
-    "madebyollin/sdxl-vae-fp16-fix", allow_patterns=("config.json", "diffusion_pytorch_model.safetensors")
+    "madebyollin/sdxl-vae-fp16-fix",
+    revision=REV_SDXL_VAE_FP16_FIX,
+    allow_patterns=("config.json", "diffusion_pytorch_model.safetensors"),
 )
 
 
@@ -102,7 +135,7 @@ def _lightning(steps: int) -> ModelEntry:
         ram_bytes=int(7.1 * GB),
         sources={
             "base": SDXL_BASE,
-            "unet": HubFiles("ByteDance/SDXL-Lightning", allow_patterns=(unet_file,)),
+            "unet": HubFiles("ByteDance/SDXL-Lightning", revision=REV_SDXL_LIGHTNING, allow_patterns=(unet_file,)),
             "vae": SDXL_VAE_FP16_FIX,
         },
         options={"unet_file": unet_file, "steps": steps, "x0_prediction": steps == 1},
@@ -129,6 +162,7 @@ CATALOG: dict[str, ModelEntry] = {
             sources={
                 "base": HubFiles(
                     "stabilityai/sd-turbo",
+                    revision=REV_SD_TURBO,
                     allow_patterns=(
                         "model_index.json",
                         "scheduler/*",
@@ -166,11 +200,15 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(326 * MB),
             vram_bytes=int(0.7 * GB),
             ram_bytes=int(0.45 * GB),
-            # insightface's own model-zoo release, the URL FaceAnalysis itself uses.
+            # insightface's v0.7 release asset: the archive insightface 0.7.x downloads,
+            # with the sha256 and size that many projects pin. (insightface 2.x
+            # fetches the same name from its "model-zoo" release tag.)
             sources={
                 "pack": UrlArchive(
-                    "https://github.com/deepinsight/insightface/releases/download/model-zoo/buffalo_l.zip",
+                    "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
                     unpack_to="insightface/models/buffalo_l",
+                    sha256="80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f",
+                    bytes=288_621_354,
                 )
             },
         ),
@@ -184,7 +222,15 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(554 * MB),
             vram_bytes=int(0.8 * GB),
             ram_bytes=int(0.6 * GB),
-            sources={"model": HubFiles("ezioruan/inswapper_128.onnx", allow_patterns=("inswapper_128.onnx",))},
+            sources={
+                "model": HubFiles(
+                    "ezioruan/inswapper_128.onnx",
+                    revision=REV_INSWAPPER,
+                    allow_patterns=("inswapper_128.onnx",),
+                    # A community mirror of insightface's file: the published digest is the real pin.
+                    sha256=(("inswapper_128.onnx", "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af"),),
+                )
+            },
         ),
         ModelEntry(
             id="tiny-buffalo_l",
@@ -220,7 +266,20 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(1.62 * GB),
             vram_bytes=int(1.8 * GB),
             ram_bytes=int(1.0 * GB),
-            sources={"model": HubFiles("mobiuslabsgmbh/faster-whisper-large-v3-turbo")},
+            sources={
+                "model": HubFiles(
+                    "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+                    revision=REV_WHISPER_TURBO,
+                    allow_patterns=WHISPER_FILES,
+                    sha256=(
+                        ("config.json", "b0253ea6c0d3bea6b1e19e91a02acfd3b53f4467362efcb5a3e6b16c9b3a9b7e"),
+                        ("model.bin", "e76620f83d5f5b69efd3d87e3dc180c1bd21df9fbebacfd4335e5e1efcc018da"),
+                        ("preprocessor_config.json", "7ccc62c6f2765af1f3b46c00c9b5894426835a05021c8b9c01eecb6dfb542711"),
+                        ("tokenizer.json", "297b13372ac43916285644fb9687add3cc62ee2a1adb60da3dc25cc94c1871fd"),
+                        ("vocabulary.json", "c69260f2ab26d659b7c398f9a2b2b48ed0df16c3b47d7326782fd9cba71690c1"),
+                    ),
+                )
+            },
         ),
         ModelEntry(
             id="faster-whisper-small",
@@ -232,7 +291,19 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(0.48 * GB),
             vram_bytes=int(0.6 * GB),
             ram_bytes=int(0.35 * GB),
-            sources={"model": HubFiles("Systran/faster-whisper-small")},
+            sources={
+                "model": HubFiles(
+                    "Systran/faster-whisper-small",
+                    revision=REV_WHISPER_SMALL,
+                    allow_patterns=WHISPER_FILES,
+                    sha256=(
+                        ("config.json", "b55496ac7940a7ae47d2c01eab40edfd8701feec1229d9cce3b40014383fb828"),
+                        ("model.bin", "3e305921506d8872816023e4c273e75d2419fb89b24da97b4fe7bce14170d671"),
+                        ("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+                        ("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+                    ),
+                )
+            },
         ),
         ModelEntry(
             id="tiny-whisper",

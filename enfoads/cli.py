@@ -1,4 +1,4 @@
-"""The `enfoads` command line: doctor, build-tiny (serve and preload arrive with their issues)."""
+"""The `enfoads` command line: serve, doctor, build-tiny."""
 from __future__ import annotations
 
 import argparse
@@ -23,13 +23,8 @@ def _load_settings(args: argparse.Namespace):
 
     from enfoads.settings import Settings
 
-    flags = {
-        "profile": args.profile,
-        "data_dir": args.data_dir,
-        "models_dir": args.models_dir,
-        "gpu_budget_gb": args.gpu_budget_gb,
-        "ram_budget_gb": args.ram_budget_gb,
-    }
+    names = ("profile", "data_dir", "models_dir", "gpu_budget_gb", "ram_budget_gb", "host", "port", "tunnel")
+    flags = {name: getattr(args, name, None) for name in names}
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
@@ -37,6 +32,13 @@ def _load_settings(args: argparse.Namespace):
             f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
         )
         raise SystemExit(f"enfoads: invalid settings: {problems}") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from enfoads.server import serve
+
+    serve(_load_settings(args))
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -69,10 +71,90 @@ def cmd_build_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preload(args: argparse.Namespace) -> int:
+    """`enfoads preload`: download, verify and record the profile's models (see enfoads.preload)."""
+    from enfoads.preload import PreloadError, parse_revisions, preload
+
+    settings = _load_settings(args)
+    try:
+        report = preload(
+            profile=settings.profile,
+            only=(args.only or "").split(",") if args.only else None,
+            models_dir=settings.models_dir,
+            revisions=parse_revisions(args.revision),
+            dry_run=args.dry_run,
+            margin_bytes=int(args.disk_margin_gb * 1024**3),
+            progress=not args.no_progress,
+            prefer_xet=args.xet,
+        )
+    except PreloadError as exc:
+        print(f"enfoads preload: {exc}", file=sys.stderr)
+        return 2
+    return 0 if report.ok else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """`enfoads models`: installed versions; --verify checks them; --use switches (rollback)."""
+    from enfoads.preload import PreloadError, installed_table, use_version, verify_installed
+
+    settings = _load_settings(args)
+    if args.use:
+        model_id, sep, version = args.use.partition("=")
+        if not sep or not model_id or not version:
+            raise SystemExit("enfoads models: --use expects MODEL=VERSION (or MODEL=catalog)")
+        try:
+            print(use_version(settings.models_dir, model_id, version))
+        except PreloadError as exc:
+            print(f"enfoads models: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    results = verify_installed(settings.models_dir, all_versions=args.all) if args.verify else None
+    print(installed_table(settings.models_dir, results))
+    return 0 if results is None or all(r.ok for r in results) else 1
+
+
+def _add_preload_parsers(sub) -> None:
+    preload = sub.add_parser(
+        "preload",
+        help="download, verify and record every model a profile needs (resumable, idempotent)",
+        description="Download the profile's models into the Hugging Face cache, pinned, resumable and verified; "
+        "a second run downloads nothing. After it, start with HF_HUB_OFFLINE=1.",
+    )
+    _settings_args(preload)
+    preload.add_argument("--only", metavar="ROLES", help="comma-separated roles (image,faces,swapper,speech,tts) or model ids")
+    preload.add_argument("--dry-run", action="store_true", help="show what would be downloaded and whether it fits")
+    preload.add_argument(
+        "--revision",
+        action="append",
+        default=[],
+        metavar="MODEL[.COMPONENT]=REV",
+        help="install this hub revision instead of the catalogue's pin (pins the model to it; repeatable)",
+    )
+    preload.add_argument("--disk-margin-gb", type=float, default=1.0, help="free disk to keep beyond the downloads (default 1)")
+    preload.add_argument("--no-progress", action="store_true", help="no progress bars")
+    preload.add_argument("--xet", action="store_true", help="let huggingface_hub's Xet client fetch Xet-stored files (faster, not resumable)")
+    preload.set_defaults(func=cmd_preload)
+
+    models = sub.add_parser("models", help="list installed model versions; --verify checks sha256; --use rolls back")
+    _settings_args(models)
+    models.add_argument("--verify", action="store_true", help="re-hash every file of the active versions")
+    models.add_argument("--all", action="store_true", help="with --verify: every installed version, not only the active")
+    models.add_argument("--use", metavar="MODEL=VERSION", help="make an installed version active (MODEL=catalog: the catalogue's)")
+    models.set_defaults(func=cmd_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enfoads", description="Generative models on a small GPU, served to a web app.")
     parser.add_argument("--version", action="version", version=f"enfoads {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the web app (Flask + Socket.IO) for the frontend")
+    _settings_args(serve)
+    serve.add_argument("--host", help="address to listen on (ENFOADS_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (ENFOADS_PORT, default 5000)")
+    serve.add_argument("--tunnel", choices=("none", "ngrok", "cloudflared"),
+                       help="open a public HTTPS tunnel (ENFOADS_TUNNEL; ngrok needs NGROK_AUTHTOKEN)")
+    serve.set_defaults(func=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="report the device, budgets and which models are present")
     _settings_args(doctor)
@@ -82,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_args(tiny)
     tiny.add_argument("--seed", type=int, default=0, help="seed for the random weights (default 0)")
     tiny.set_defaults(func=cmd_build_tiny)
+
+    _add_preload_parsers(sub)
     return parser
 
 

@@ -117,7 +117,7 @@ class Hardware:
         return dict(self.__dict__)
 
 
-def _meminfo() -> tuple[int, int]:
+def host_memory() -> tuple[int, int]:
     """(total, available) host RAM in bytes, from /proc/meminfo where present."""
     values: dict[str, int] = {}
     try:
@@ -147,7 +147,7 @@ def detect_hardware() -> Hardware:
     """Probe CUDA through torch (imported here, not at package import) and host RAM."""
     import torch
 
-    total, available = _meminfo()
+    total, available = host_memory()
     cuda = bool(torch.cuda.is_available())
     if cuda:
         props = torch.cuda.get_device_properties(0)

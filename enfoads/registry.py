@@ -4,6 +4,11 @@ Real models live in the Hugging Face cache (``ENFOADS_MODELS_DIR``) after
 ``enfoads preload``; insightface packs are unpacked under ``insightface/``
 there; tiny models are built on first use under ``enfoads-tiny/``. Nothing
 here downloads: a missing real model is a clear error that says what to run.
+
+Which commit of a repository is loaded: the version the manifest
+(``enfoads.manifest``) marks active for the model, so a rollback chosen with
+``enfoads models --use`` takes effect at the next start; without a manifest
+entry, the catalogue's pinned revision.
 """
 from __future__ import annotations
 
@@ -31,13 +36,13 @@ class Presence:
     detail: str
 
 
-def _hub_snapshot(src: HubFiles, models_dir: Path) -> Path:
+def _hub_snapshot(src: HubFiles, models_dir: Path, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(
         snapshot_download(
             src.repo_id,
-            revision=src.revision,
+            revision=revision or src.revision,
             allow_patterns=list(src.allow_patterns) or None,
             cache_dir=str(models_dir),
             local_files_only=True,
@@ -52,10 +57,17 @@ def _component(entry: ModelEntry, name: str, models_dir: Path) -> Path:
         if not path.is_dir() or not any(path.iterdir()):
             raise ModelNotInstalledError(entry, f"{path} is missing")
         return path
+    revision = _active_commit(entry, name, models_dir) or src.revision
     try:
-        return _hub_snapshot(src, models_dir)
+        return _hub_snapshot(src, models_dir, revision)
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
-        raise ModelNotInstalledError(entry, f"{src.repo_id}@{src.revision} is not in {models_dir}") from exc
+        raise ModelNotInstalledError(entry, f"{src.repo_id}@{revision} is not in {models_dir}") from exc
+
+
+def _active_commit(entry: ModelEntry, name: str, models_dir: Path) -> str | None:
+    from enfoads.manifest import Manifest
+
+    return Manifest.load(models_dir).active_commit(entry.id, name)
 
 
 def local_paths(entry: ModelEntry, models_dir: Path) -> dict[str, Path]:

@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from enfoads.profiles import GIB, Hardware, Profile, choose_profile
 
 
+# Where the frontend runs during development (Vite dev and preview, CRA).
+DEFAULT_CORS_ORIGINS = (
+    "http://localhost:5173",
+    "http://127.0.0.1:5173",
+    "http://localhost:4173",
+    "http://localhost:3000",
+)
+
+
 def default_models_dir() -> Path:
     """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME like huggingface_hub does."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -44,13 +53,31 @@ class Settings(BaseSettings):
         None, ge=0, description="host RAM for models; default available RAM at start minus a reserve"
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated origins allowed by CORS (never '*')"
+        default_factory=lambda: list(DEFAULT_CORS_ORIGINS),
+        description="comma-separated origins of the frontend allowed by CORS (never '*')",
     )
     idle_ttl_s: float | None = Field(None, gt=0, description="unload models unused for this many seconds")
     lease_wait_s: float = Field(60.0, gt=0, description="how long a job waits for memory held by another")
     max_queued_jobs: int = Field(100, ge=1, description="queued jobs beyond this are refused (HTTP 429)")
     cpu_workers: int = Field(2, ge=1, le=32, description="threads for CPU-only jobs (TTS, ffmpeg)")
     job_attempts: int = Field(2, ge=1, le=10, description="starts a job gets when restarts interrupt it")
+    max_body_mb: float = Field(50.0, gt=0, description="largest request body, except uploads for transcription")
+    max_upload_mb: float = Field(100.0, gt=0, description="largest audio upload for transcription")
+    sync_timeout_s: float = Field(
+        120.0, gt=0, description="how long /generate-image and /face-swap wait before answering with the job id"
+    )
+    rate_limit: str = Field("1200/minute", description="requests per key and client, all routes")
+    submit_rate_limit: str = Field("60/minute", description="model requests (generation, swap, transcription)")
+    tunnel: Literal["none", "ngrok", "cloudflared"] = Field(
+        "none", description="open a public HTTPS tunnel at start (ngrok needs NGROK_AUTHTOKEN)"
+    )
+    max_image_mb: float = Field(30.0, gt=0, description="largest input image (face swap, avatars)")
+    max_image_pixels: int = Field(40_000_000, gt=0, description="largest input image in pixels (decompression bombs)")
+    max_audio_seconds: float = Field(7200.0, gt=0, description="longest audio accepted for transcription")
+    tts_edge: Literal["auto", "off"] = Field("auto", description="edge-tts (online) when installed and reachable")
+    tts_default_voice: str | None = Field(None, description="voice id used when a request names none")
+    ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default the one imageio-ffmpeg ships")
+    video_work_dir: Path | None = Field(None, description="scratch space for renders (keep it off a Drive mount)")
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
     )

@@ -91,10 +91,120 @@ def load_sdxl_lightning(
     )
     if vae_dir is None:
         pipe.vae.register_to_config(force_upcast=True)
-    scheduler_overrides = {"timestep_spacing": "trailing"}
+    base_scheduler = dict(pipe.scheduler.config)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(base_scheduler, **_lightning_scheduler_overrides(x0_prediction))
+    pipe.set_progress_bar_config(disable=True)
+    # What the UNet holds now, for swap_unet_weights and for cache keys.
+    pipe.enfoads_unet = {
+        "base_dir": str(base_dir),
+        "weights": str(Path(unet_file)),
+        "mode": "lightning-x0" if x0_prediction else "lightning",
+        "base_scheduler": base_scheduler,
+    }
+    return pipe.to(device)
+
+
+def _lightning_scheduler_overrides(x0_prediction: bool) -> dict:
+    overrides = {"timestep_spacing": "trailing"}
     if x0_prediction:
-        scheduler_overrides["prediction_type"] = "sample"
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, **scheduler_overrides)
+        overrides["prediction_type"] = "sample"
+    return overrides
+
+
+UNET_MODES = ("lightning", "lightning-x0", "base")
+
+
+def base_unet_weights(base_dir) -> Path | None:
+    """The SDXL base UNet's own weights in a diffusers folder (fp16 variant first), or None if absent."""
+    unet_dir = Path(base_dir) / "unet"
+    for name in ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"):
+        if (unet_dir / name).is_file():
+            return unet_dir / name
+    return None
+
+
+def swap_unet_weights(pipe, weights_file, *, mode: str) -> None:
+    """Put another full UNet state dict into a loaded SDXL pipeline, in place, and set its scheduler.
+
+    SDXL-Lightning's 1-, 2-, 4- and 8-step UNets and SDXL base's own UNet
+    share one architecture, so changing step count (or going to the quality
+    mode) copies weights into the resident UNet instead of loading a second
+    7 GB pipeline: the text encoders and VAE stay, the device and dtype stay
+    (``copy_`` casts), and tensors stream from the file one at a time, so the
+    only extra memory is one tensor.
+
+    Args:
+        pipe: a pipeline made by ``load_sdxl_lightning``.
+        weights_file: a Lightning ``*_unet*.safetensors`` or the base folder's
+            ``unet/diffusion_pytorch_model*.safetensors``.
+        mode: ``"lightning"`` (trailing Euler), ``"lightning-x0"`` (trailing
+            Euler predicting the sample: the 1-step checkpoint) or ``"base"``
+            (the base folder's own scheduler, as published).
+
+    Raises:
+        ValueError: the file's tensors do not match the UNet (nothing is changed).
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler
+    from safetensors import safe_open
+
+    if mode not in UNET_MODES:
+        raise ValueError(f"mode must be one of {UNET_MODES}, got {mode!r}")
+    state = getattr(pipe, "enfoads_unet", None)
+    if state is None:
+        raise ValueError("this pipeline was not made by load_sdxl_lightning; its UNet cannot be swapped")
+    weights_file = _require(Path(weights_file), "UNet weights")
+    unet = pipe.unet
+    targets = dict(unet.named_parameters())
+    targets.update(dict(unet.named_buffers()))
+    expected = set(unet.state_dict().keys())
+    with safe_open(str(weights_file), framework="pt", device="cpu") as f:
+        keys = set(f.keys())
+        if keys != expected:
+            raise ValueError(
+                f"{weights_file.name} does not match the loaded UNet: {len(expected - keys)} missing and "
+                f"{len(keys - expected)} unexpected tensors"
+            )
+        for name in keys:
+            shape = tuple(f.get_slice(name).get_shape())
+            if shape != tuple(targets[name].shape):
+                raise ValueError(f"{weights_file.name}: {name} has shape {shape}, the UNet {tuple(targets[name].shape)}")
+        with torch.no_grad():
+            for name in sorted(keys):
+                targets[name].copy_(f.get_tensor(name))
+    if mode == "base":
+        pipe.scheduler = EulerDiscreteScheduler.from_config(state["base_scheduler"])
+    else:
+        pipe.scheduler = EulerDiscreteScheduler.from_config(
+            state["base_scheduler"], **_lightning_scheduler_overrides(mode == "lightning-x0")
+        )
+    state.update(weights=str(weights_file), mode=mode)
+
+
+def load_single_file(path, *, family: str, config_dir, device: str = "cpu", dtype: str = "float32"):
+    """A single-file SDXL or SD 1.x checkpoint (``.safetensors``), loaded with ``from_single_file``.
+
+    ``config_dir`` is a local diffusers folder of the same architecture that
+    supplies the component configs, tokenizers and scheduler, so nothing is
+    fetched from the hub (``local_files_only``).
+    """
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    path = _require(Path(path), "checkpoint")
+    config_dir = _require(Path(config_dir), "config folder")
+    if family == "sdxl":
+        cls, extra = StableDiffusionXLPipeline, {"add_watermarker": False}
+    elif family == "sd15":
+        cls, extra = StableDiffusionPipeline, {"safety_checker": None, "requires_safety_checker": False}
+    else:
+        raise ValueError(f"single-file loading supports SDXL and SD 1.x checkpoints, not {family!r}")
+    torch_dtype = _torch_dtype(dtype)
+    pipe = cls.from_single_file(
+        str(path), config=str(config_dir), local_files_only=True, torch_dtype=torch_dtype, **extra
+    )
+    if family == "sdxl" and torch_dtype != _torch_dtype("float32"):
+        # SDXL's original VAE overflows in fp16 (black/NaN images): decode in fp32.
+        pipe.vae.register_to_config(force_upcast=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

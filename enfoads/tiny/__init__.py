@@ -54,6 +54,11 @@ RECIPES: dict[str, TinyRecipe] = {
             "enfoads.tiny.faces",
             "InsightFace buffalo_l ONNX pack + inswapper_128.onnx",
         ),
+        TinyRecipe(
+            "tiny-piper",
+            "enfoads.tiny.piper",
+            "Piper voice: ONNX graph with Piper's inputs and outputs + JSON config, for piper-tts",
+        ),
     )
 }
 

@@ -1,0 +1,107 @@
+"""The engine: everything a running server holds, built once from settings.
+
+Runtime (hardware, profile, residency), asset store, event bus, job queue and
+the job kinds of every service. The web app keeps one in
+``app.extensions["enfoads"]``; tests and the notebook build their own.
+Nothing heavy happens here: models load on first use.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from dataclasses import dataclass, field
+
+from enfoads.assets import AssetStore
+from enfoads.avatars import AvatarStore
+from enfoads.errors import InvalidInput
+from enfoads.events import EventBus
+from enfoads.jobs import JobQueue
+from enfoads.library import Library
+from enfoads.profiles import Hardware
+from enfoads.runtime import Runtime, build_runtime
+from enfoads.services import JobKind
+from enfoads.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Service modules offering ``job_kinds(runtime)``; one line per capability.
+SERVICE_MODULES = (
+    "enfoads.services.images",
+    "enfoads.services.faces",
+    "enfoads.services.speech",
+    "enfoads.services.video",
+)
+
+GIB = 1024**3
+
+
+@dataclass
+class Engine:
+    settings: Settings
+    runtime: Runtime
+    assets: AssetStore
+    bus: EventBus
+    queue: JobQueue
+    library: Library
+    avatars: AvatarStore
+    kinds: dict[str, JobKind] = field(default_factory=dict)
+
+    def validate(self, kind: str, params: dict) -> dict:
+        """Check a job's params before it is queued (raises InvalidInput naming the field)."""
+        if kind not in self.kinds:
+            raise InvalidInput.field("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(self.kinds))}")
+        if not isinstance(params, dict):
+            raise InvalidInput.field("params", "must be a JSON object")
+        return self.kinds[kind].validate(params)
+
+    def submit(self, kind: str, params: dict):
+        return self.queue.submit(kind, self.validate(kind, params))
+
+    def submit_and_wait(self, kind: str, params: dict, timeout: float):
+        return self.queue.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
+
+    def close(self) -> None:
+        self.queue.close()
+        self.runtime.close()
+        self.bus.close()
+        self.library.close()
+
+
+def build_engine(
+    settings: Settings,
+    hardware: Hardware | None = None,
+    *,
+    start: bool = True,
+    service_modules: tuple[str, ...] = SERVICE_MODULES,
+) -> Engine:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = build_runtime(settings, hardware)
+    quota = int(settings.assets_quota_gb * GIB) if settings.assets_quota_gb else None
+    assets = AssetStore(settings.data_dir, quota_bytes=quota)
+    bus = EventBus(settings.data_dir)
+    queue = JobQueue(
+        settings.data_dir,
+        assets=assets,
+        bus=bus,
+        max_queued=settings.max_queued_jobs,
+        cpu_workers=settings.cpu_workers,
+        max_attempts=settings.job_attempts,
+    )
+    avatars = AvatarStore.from_settings(settings)
+    # Shared stores a service may ask for by naming them in job_kinds' keywords.
+    shared = {"assets": assets, "avatars": avatars}
+    kinds: dict[str, JobKind] = {}
+    for module_name in service_modules:
+        job_kinds = importlib.import_module(module_name).job_kinds
+        accepted = inspect.signature(job_kinds).parameters
+        for kind in job_kinds(runtime, **{k: v for k, v in shared.items() if k in accepted}):
+            kinds[kind.name] = kind
+            queue.register(kind.name, kind.handler, device=kind.device)
+    engine = Engine(
+        settings=settings, runtime=runtime, assets=assets, bus=bus, queue=queue,
+        library=Library(settings.data_dir), avatars=avatars, kinds=kinds,
+    )
+    if start:
+        queue.start()
+    return engine

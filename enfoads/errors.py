@@ -1,0 +1,74 @@
+"""Error types that cross module boundaries, each with the HTTP status the web layer answers.
+
+Services raise these with messages written for the person using the
+frontend; the web layer turns any of them into
+``{"status": "error", "message": ..., "code": ..., "details"?: ...}``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class EnfoadsError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict:
+        body = {"status": "error", "message": self.message, "code": self.code}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class InvalidInput(EnfoadsError):
+    """Bad request data; ``fields`` names each offending field with its own message."""
+
+    status = 400
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, fields: dict[str, str] | None = None, details: Any = None):
+        self.fields = dict(fields or {})
+        super().__init__(message, details=details if details is not None else ({"fields": self.fields} if self.fields else None))
+
+    @classmethod
+    def field(cls, name: str, message: str) -> "InvalidInput":
+        return cls(f"{name}: {message}", fields={name: message})
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class UnprocessableInput(InvalidInput):
+    """Well-formed but unusable input (no face in the image, silent audio where speech is needed)."""
+
+    status = 422
+    code = "unprocessable"
+
+
+class NotFound(EnfoadsError):
+    status = 404
+    code = "not_found"
+
+
+class CapacityError(EnfoadsError):
+    """Out of GPU memory or no capacity now; retrying later may work."""
+
+    status = 503
+    code = "no_capacity"
+
+
+class NotImplementedInVersion(EnfoadsError):
+    status = 501
+    code = "not_implemented"

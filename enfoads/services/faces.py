@@ -1,0 +1,464 @@
+"""Face swap: InsightFace ``buffalo_l`` finds the faces, ``inswapper_128`` swaps them (ONNX Runtime).
+
+Job kind ``faces.swap``. Params (see :func:`validate_params`):
+
+- ``source_image``, ``target_image``: base64, a ``data:`` URI, or the id of an
+  existing asset (32 hex digits).
+- ``source_face_index``: which face of the source gives the identity; default
+  the largest one.
+- ``target_face_indices``: which faces of the target are replaced; default all.
+- ``paste_back``: true (default) gives the whole target picture with the faces
+  replaced; false gives the aligned 128 px swapped faces, one PNG per face,
+  each with the affine matrix that maps target pixels onto it.
+
+Faces are numbered left to right by the left edge of their box (ties: top to
+bottom), in both images; the result lists every face found, so a client can
+show them and send indices back.
+
+Large pictures: detection and recognition run on a copy whose longer side is
+at most :data:`DETECT_MAX_SIDE` px (the detector itself works at the profile's
+``det_size``, 640 px); boxes and key points are mapped back, and the swap is
+pasted into the original at full size. Each face is swapped inside a crop
+around it (insightface's own paste-back blends over the whole picture, which
+costs seconds per face on a 12 MP photo; the crop gives the same pixels, +-1,
+~50x faster): pixels outside that crop are never touched. Each replaced face
+reports the box of the pixels that really changed (``region``): inswapper's
+128 px frame reaches a little past the detected box, mostly below the chin.
+
+Models are leased one at a time from the residency manager (detector, then
+swapper), and no reference to a model outlives its lease, so eviction really
+closes the ONNX Runtime sessions.
+
+Result JSON (the web layer turns ``asset_id`` into the frontend's data URI)::
+
+    {"asset_id": "...", "mime": "image/png", "width": W, "height": H,
+     "paste_back": true,
+     "source_face": {"index": 0, "box": [x1, y1, x2, y2], "score": 0.9},
+     "target_faces": [{"index": 1, "box": [...], "score": 0.9,            # the faces replaced
+                       "region": [x1, y1, x2, y2]}, ...],                # box of the pixels changed
+     "faces_found": {"source": 1, "target": 2},
+     "source_faces": [...], "target_faces_found": [...],                 # every face, by index
+     "detection_scale": {"source": 1.0, "target": 0.75},
+     "providers": {"faces": ["CPUExecutionProvider"], "swapper": ["CPUExecutionProvider"]},
+     "provider": "CPUExecutionProvider"}
+
+With ``paste_back`` false, ``faces`` lists ``{"index", "asset_id", "matrix"}``
+per replaced face and ``asset_id`` is the first of them. ``provider_warning``
+appears when a CUDA profile ended up on the CPU provider (a mismatched
+onnxruntime-gpu build): the swap still works, ~50x slower.
+
+Errors (``enfoads.errors``, each naming its field): not an image or a declared
+type that lies (415), over the byte or pixel limit (413), bad base64 or a
+truncated file, bad indices or an unknown asset id (400), found at ``validate``
+from the headers alone; no face in an image (with the count in each) or an
+index past the faces found (422), found by the job.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from enfoads import media
+from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from enfoads.services import JobKind
+
+__all__ = ["JOB_KIND", "DETECT_MAX_SIDE", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
+
+log = logging.getLogger(__name__)
+
+JOB_KIND = "faces.swap"
+#: Longest side (px) of the copy detection and recognition run on.
+DETECT_MAX_SIDE = 1920
+#: Most faces one request may replace.
+MAX_TARGET_FACES = 64
+_IMAGE_FIELDS = ("source_image", "target_image")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _bool(value: Any, field: str, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise InvalidInput.field(field, f"must be true or false, not {value!r}")
+
+
+def _index(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        elif isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise InvalidInput.field(field, f"must be a face index (an integer from 0), not {value!r}")
+    if value < 0:
+        raise InvalidInput.field(field, f"must be 0 or more, not {value}")
+    return int(value)
+
+
+def _indices(value: Any, field: str) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and "," in value:  # a form field "0,2"
+        value = [v for v in value.split(",") if v.strip()]
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise InvalidInput.field(field, "must list at least one face index (omit it to replace every face)")
+    if len(items) > MAX_TARGET_FACES:
+        raise InvalidInput.field(field, f"lists {len(items)} faces; at most {MAX_TARGET_FACES} per request")
+    out = [_index(v, field) for v in items]
+    if len(set(out)) != len(out):
+        raise InvalidInput.field(field, f"lists a face twice: {out}")
+    return out
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = media.DEFAULT_MAX_IMAGE_PIXELS
+    max_bytes: int = media.DEFAULT_MAX_IMAGE_BYTES
+    detect_max_side: int = DETECT_MAX_SIDE
+
+    @classmethod
+    def from_settings(cls, settings) -> "Limits":
+        # Settings may grow these knobs (ENFOADS_MAX_IMAGE_PIXELS, ENFOADS_MAX_IMAGE_MB); until then, defaults.
+        max_mb = getattr(settings, "max_image_mb", None)
+        return cls(
+            max_pixels=int(getattr(settings, "max_image_pixels", None) or media.DEFAULT_MAX_IMAGE_PIXELS),
+            max_bytes=int(max_mb * media.MB) if max_mb else media.DEFAULT_MAX_IMAGE_BYTES,
+        )
+
+
+def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, probe: bool = True) -> dict:
+    """Check and normalise ``faces.swap`` params; cheap (image headers only).
+
+    With ``probe`` false the images are not looked at (the handler decodes
+    them anyway, with the same checks).
+
+    Raises:
+        InvalidInput (or a subclass): naming the field.
+    """
+    if not isinstance(params, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    out: dict[str, Any] = {}
+    for field in _IMAGE_FIELDS:
+        value = params.get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise InvalidInput.field(field, "is required (base64, a data URI or an asset id)")
+        if not probe:
+            pass
+        elif media.is_asset_id(value):
+            if assets is not None:
+                _asset_image(assets, value, field, limits, read=False)
+        else:
+            media.probe_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+        out[field] = value
+    source_index = params.get("source_face_index")
+    out["source_face_index"] = None if source_index is None else _index(source_index, "source_face_index")
+    out["target_face_indices"] = _indices(params.get("target_face_indices"), "target_face_indices")
+    out["paste_back"] = _bool(params.get("paste_back"), "paste_back", True)
+    return out
+
+
+def _asset_image(assets, asset_id: str, field: str, limits: Limits, read: bool = True) -> bytes | None:
+    from enfoads.assets import AssetNotFound
+
+    try:
+        asset = assets.get(asset_id)
+    except AssetNotFound:
+        raise InvalidInput.field(field, f"there is no asset {asset_id!r}") from None
+    if not asset.mime.startswith("image/"):
+        raise InvalidInput.field(field, f"asset {asset_id!r} is {asset.mime}, not an image")
+    if asset.bytes > limits.max_bytes:
+        raise PayloadTooLarge.field(field, f"asset {asset_id!r} is {asset.bytes} bytes; the limit is {limits.max_bytes}")
+    return assets.read_bytes(asset_id) if read else None
+
+
+def _load_image(value: str, field: str, limits: Limits, assets):
+    if media.is_asset_id(value):
+        if assets is None:
+            raise InvalidInput.field(field, "asset ids need an asset store")
+        value = _asset_image(assets, value, field, limits)
+    return media.decode_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
+                              channels="BGR")
+
+
+# --------------------------------------------------------------------------- the work
+
+
+def _box(face) -> list[float]:
+    return [round(float(v), 1) for v in face.bbox[:4]]
+
+
+def _describe(index: int, face) -> dict:
+    return {"index": index, "box": _box(face), "score": round(float(face.det_score), 4)}
+
+
+def _area(face) -> float:
+    x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def _resized(pixels, max_side: int):
+    """A copy whose longer side is at most ``max_side`` (INTER_AREA), and the scale used."""
+    import cv2
+
+    height, width = pixels.shape[:2]
+    scale = min(1.0, max_side / float(max(height, width)))
+    if scale >= 1.0:
+        return pixels, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), scale
+
+
+def detect(app, pixels, *, max_side: int = DETECT_MAX_SIDE, embed: int | str | None = None):
+    """Faces of a BGR picture, numbered left to right, in the picture's own coordinates.
+
+    Args:
+        app: a prepared insightface ``FaceAnalysis``.
+        pixels: H x W x 3 BGR uint8.
+        max_side: detection runs on a copy at most this large.
+        embed: also compute the recognition embedding of this face index, or
+            ``"largest"`` for the largest face.
+
+    Returns:
+        (faces, scale): insightface ``Face`` objects with ``bbox``, ``kps``,
+        ``det_score`` (and ``embedding`` for ``embed``), and the detection scale.
+    """
+    import numpy as np
+    from insightface.app.common import Face
+
+    small, scale = _resized(pixels, max_side)
+    bboxes, kpss = app.det_model.detect(small, max_num=0, metric="default")
+    found = []
+    for i in range(bboxes.shape[0]):
+        kps = kpss[i] if kpss is not None else None
+        found.append((bboxes[i, :4].astype(np.float32), kps, float(bboxes[i, 4])))
+    found.sort(key=lambda f: (float(f[0][0]), float(f[0][1])))
+    faces = [Face(bbox=b / scale, kps=None if k is None else k / scale, det_score=s) for b, k, s in found]
+    if embed is not None and faces:
+        index = max(range(len(faces)), key=lambda i: _area(faces[i])) if embed == "largest" else int(embed)
+        if 0 <= index < len(faces):
+            rec = app.models.get("recognition")
+            if rec is None:
+                raise RuntimeError("the face pack has no recognition model")
+            b, k, s = found[index]
+            # Recognition on the working copy: a 112 px crop sampled from a
+            # huge original would alias.
+            probe = Face(bbox=b, kps=k, det_score=s)
+            rec.get(small, probe)
+            faces[index].embedding = probe.embedding
+    return faces, scale
+
+
+def _crop_box(swapper, face, shape) -> tuple[int, int, int, int]:
+    """The part of the picture the swapper's aligned crop covers, plus a margin for its blend."""
+    import cv2
+    import numpy as np
+    from insightface.utils import face_align
+
+    size = swapper.input_size[0]
+    matrix = face_align.estimate_norm(face.kps, size)
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64) @ inverse.T
+    (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
+    margin = max(8.0, 0.1 * max(x2 - x1, y2 - y1))
+    height, width = shape[:2]
+    return (
+        int(max(0, np.floor(x1 - margin))),
+        int(max(0, np.floor(y1 - margin))),
+        int(min(width, np.ceil(x2 + margin))),
+        int(min(height, np.ceil(y2 + margin))),
+    )
+
+
+def swap_into(swapper, pixels, target_face, source_face):
+    """Swap one face into ``pixels`` (BGR, modified in place) inside a crop around it.
+
+    Returns:
+        The box ``[x1, y1, x2, y2]`` (end exclusive) of the pixels that
+        changed, or None when none did.
+    """
+    import numpy as np
+    from insightface.app.common import Face
+
+    x1, y1, x2, y2 = _crop_box(swapper, target_face, pixels.shape)
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None  # the face lies outside the picture
+    offset = np.array([x1, y1], dtype=np.float32)
+    local = Face(bbox=target_face.bbox - np.tile(offset, 2), kps=target_face.kps - offset,
+                 det_score=target_face.det_score)
+    crop = np.ascontiguousarray(pixels[y1:y2, x1:x2])
+    swapped = swapper.get(crop, local, source_face, paste_back=True)
+    pixels[y1:y2, x1:x2] = swapped
+    ys, xs = np.nonzero(np.any(swapped != crop, axis=2))
+    if ys.size == 0:
+        return None
+    return [x1 + int(xs.min()), y1 + int(ys.min()), x1 + int(xs.max()) + 1, y1 + int(ys.max()) + 1]
+
+
+class FaceSwapper:
+    """The face swap service over a runtime's residency manager (no Flask, no globals)."""
+
+    def __init__(self, runtime, *, limits: Limits | None = None):
+        self.runtime = runtime
+        self.limits = limits or Limits.from_settings(runtime.settings)
+
+    def _wants_cuda(self) -> bool:
+        rt = self.runtime
+        gpu = rt.residency.gpu_budget > 0 and str(rt.residency.gpu_device).startswith("cuda")
+        return gpu and all(rt.choice(role).device == "gpu" for role in ("faces", "swapper"))
+
+    # Each lease lives in its own function: no local variable keeps a model
+    # alive after its lease, so an eviction while the next model loads frees it.
+    def _detect_both(self, source, target, source_index):
+        from enfoads.loaders.faces import active_providers
+
+        with self.runtime.residency.use(self.runtime.model_key("faces")) as app:
+            side = self.limits.detect_max_side
+            embed = "largest" if source_index is None else source_index
+            source_faces, source_scale = detect(app, source.pixels, max_side=side, embed=embed)
+            target_faces, target_scale = detect(app, target.pixels, max_side=side)
+            providers = active_providers(app)
+        return source_faces, source_scale, target_faces, target_scale, providers
+
+    def _swap(self, target, source_face, chosen, paste_back, progress):
+        from enfoads.loaders.faces import active_providers
+
+        with self.runtime.residency.use(self.runtime.model_key("swapper")) as swapper:
+            providers = active_providers(swapper)
+            if paste_back:
+                out = target.pixels.copy()
+                regions = []
+                for n, (index, face) in enumerate(chosen):
+                    progress(40 + 50 * n / len(chosen), f"swapping face {n + 1} of {len(chosen)}")
+                    regions.append(swap_into(swapper, out, face, source_face))
+                return (out, regions), providers
+            crops = []
+            for n, (index, face) in enumerate(chosen):
+                progress(40 + 50 * n / len(chosen), f"swapping face {n + 1} of {len(chosen)}")
+                fake, matrix = swapper.get(target.pixels, face, source_face, paste_back=False)
+                crops.append((index, fake, matrix))
+            return crops, providers
+
+    def swap(self, params: dict, *, assets=None, progress=None, save=None) -> dict:
+        """Run a swap on validated params.
+
+        Args:
+            params: the output of :func:`validate_params`.
+            assets: an ``AssetStore`` to resolve asset ids.
+            progress: ``progress(percent, stage)``; may raise to cancel.
+            save: ``save(png_bytes, width, height) -> asset id``.
+        """
+        progress = progress or (lambda pct, stage=None: None)
+        progress(0, "decoding images")
+        source = _load_image(params["source_image"], "source_image", self.limits, assets)
+        target = _load_image(params["target_image"], "target_image", self.limits, assets)
+        source_index = params.get("source_face_index")
+        progress(10, "detecting faces")
+        source_faces, source_scale, target_faces, target_scale, face_providers = self._detect_both(
+            source, target, source_index
+        )
+        counts = {"source": len(source_faces), "target": len(target_faces)}
+        found = f"faces found: source image {counts['source']}, target image {counts['target']}"
+        missing = {f: f"no face found in the {f.split('_')[0]} image ({found})"
+                   for f, n in (("source_image", counts["source"]), ("target_image", counts["target"])) if n == 0}
+        if missing:
+            raise UnprocessableInput("; ".join(f"{k}: {v}" for k, v in missing.items()), fields=missing)
+        if source_index is None:
+            source_index = max(range(len(source_faces)), key=lambda i: _area(source_faces[i]))
+        elif source_index >= len(source_faces):
+            raise UnprocessableInput.field(
+                "source_face_index",
+                f"is {source_index} but the source image has {len(source_faces)} face(s) "
+                f"(indices 0 to {len(source_faces) - 1})",
+            )
+        indices = params.get("target_face_indices")
+        if indices is None:
+            indices = list(range(len(target_faces)))
+        bad = [i for i in indices if i >= len(target_faces)]
+        if bad:
+            raise UnprocessableInput.field(
+                "target_face_indices",
+                f"{bad} out of range: the target image has {len(target_faces)} face(s) "
+                f"(indices 0 to {len(target_faces) - 1})",
+            )
+        source_face = source_faces[source_index]
+        chosen = [(i, target_faces[i]) for i in indices]
+
+        progress(40, "swapping faces")
+        out, swap_providers = self._swap(target, source_face, chosen, params.get("paste_back", True), progress)
+        progress(90, "encoding")
+        result: dict[str, Any] = {
+            "paste_back": bool(params.get("paste_back", True)),
+            "source_face": _describe(source_index, source_face),
+            "target_faces": [_describe(i, f) for i, f in chosen],
+            "faces_found": counts,
+            "source_faces": [_describe(i, f) for i, f in enumerate(source_faces)],
+            "target_faces_found": [_describe(i, f) for i, f in enumerate(target_faces)],
+            "detection_scale": {"source": round(source_scale, 4), "target": round(target_scale, 4)},
+            "providers": {"faces": face_providers, "swapper": swap_providers},
+        }
+        common = [p for p in swap_providers if p in face_providers]
+        result["provider"] = common[0] if common else (swap_providers[:1] or [None])[0]
+        if self._wants_cuda() and result["provider"] != CUDA_PROVIDER:
+            # onnxruntime-gpu without a matching CUDA/cuDNN falls back to the CPU, ~50x slower.
+            result["provider_warning"] = (
+                f"the CUDA execution provider did not load (running on {result['provider']}); "
+                "install the onnxruntime-gpu build that matches this machine's CUDA and cuDNN"
+            )
+            log.warning("face swap ran on %s: %s", result["provider"], result["provider_warning"])
+        if result["paste_back"]:
+            out, regions = out
+            for face, region in zip(result["target_faces"], regions):
+                face["region"] = region
+            if save is None:
+                result["pixels"] = out
+                return result
+            png = media.encode_png(out, channels="BGR", alpha=target.alpha)
+            result.update(asset_id=save(png, target.width, target.height), mime="image/png",
+                          width=target.width, height=target.height)
+        else:
+            if save is None:
+                result["faces"] = out
+                return result
+            faces = []
+            for index, fake, matrix in out:
+                png = media.encode_png(fake, channels="BGR")
+                faces.append({"index": index, "asset_id": save(png, fake.shape[1], fake.shape[0]),
+                              "matrix": [[round(float(v), 6) for v in row] for row in matrix]})
+            result.update(faces=faces, asset_id=faces[0]["asset_id"], mime="image/png",
+                          width=int(out[0][1].shape[1]), height=int(out[0][1].shape[0]))
+        return result
+
+
+def job_kinds(runtime, *, assets=None) -> list[JobKind]:
+    """The ``faces.swap`` job kind for ``runtime``.
+
+    Args:
+        runtime: an ``enfoads.runtime.Runtime`` whose profile has the
+            ``faces`` and ``swapper`` roles.
+        assets: the ``AssetStore``; when given, ``validate`` also checks that
+            an asset id names an existing image (the handler uses ``ctx.assets``).
+    """
+    service = FaceSwapper(runtime)
+
+    def validate(params: dict) -> dict:
+        return validate_params(params, limits=service.limits, assets=assets)
+
+    def handler(params: dict, ctx) -> dict:
+        params = validate_params(params, limits=service.limits, probe=False)
+
+        def save(png: bytes, width: int, height: int) -> str:
+            return ctx.save_bytes(png, "image/png", width=width, height=height).id
+
+        return service.swap(params, assets=ctx.assets, progress=ctx.progress, save=save)
+
+    return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]

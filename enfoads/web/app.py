@@ -1,0 +1,163 @@
+"""``create_app(settings)``: the Flask app, its Socket.IO server and the security around them.
+
+Server choice: Flask-SocketIO in ``threading`` mode on Werkzeug's threaded
+server, with simple-websocket for WebSockets (long-polling works too, for
+tunnels that drop WebSockets). Every request and every job runs in a real OS
+thread: no gevent/eventlet monkey-patching, under which a long torch call in
+a greenlet would freeze every other request. GPU work never runs in a request
+thread: it is a job, run by the one GPU worker, so light routes keep
+answering while the GPU is busy. One process by design: one GPU, one
+residency manager, one job queue.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+from flask_cors import CORS
+from flask_limiter import Limiter
+from flask_socketio import SocketIO
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from enfoads.engine import build_engine
+from enfoads.security import Credentials, load_or_create_key
+from enfoads.settings import Settings
+from enfoads.web import errors as web_errors
+from enfoads.web.state import EXTENSION, AppState, EngineHolder
+
+log = logging.getLogger(__name__)
+
+# Routes reachable without the key: the health check, CORS preflights, media
+# (they carry their own signature) and Socket.IO (it authenticates on connect).
+PUBLIC_ENDPOINTS = {"system.health", "media.get_media", "frontend.avatar_image", "static"}
+
+
+class SecretPrefixMiddleware:
+    """Serve the whole API also under ``/<prefix>``; such requests are authenticated.
+
+    The prefix moves into SCRIPT_NAME, so ``url_for`` (media URLs included)
+    keeps generating prefixed URLs for a client that came that way.
+    """
+
+    def __init__(self, wsgi_app, prefix: str):
+        self.wsgi_app = wsgi_app
+        self.segment = "/" + prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == self.segment or path.startswith(self.segment + "/"):
+            environ["PATH_INFO"] = path[len(self.segment):] or "/"
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + self.segment
+            environ["enfoads.prefix_auth"] = True
+        return self.wsgi_app(environ, start_response)
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def request_is_authenticated(credentials: Credentials) -> bool:
+    return bool(request.environ.get("enfoads.prefix_auth")) or credentials.check_bearer(_bearer())
+
+
+def _socket_origin_check(allowed_origins):
+    """Socket.IO origins: the CORS allow-list plus the server's own origin (same-origin clients)."""
+    allowed = set(allowed_origins)
+
+    def check(origin, environ=None) -> bool:
+        if origin in allowed:
+            return True
+        environ = environ or {}
+        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+        return origin == own
+
+    return check
+
+
+def create_app(settings: Settings | None = None, *, engine_factory=None, hardware=None) -> Flask:
+    """Build the app. The engine (models, jobs) starts in the background; ``GET /`` answers at once.
+
+    Args:
+        settings: defaults to ``Settings()`` (the environment).
+        engine_factory: ``() -> Engine``, for tests that bring their own.
+        hardware: a detected ``Hardware`` to skip probing.
+    """
+    settings = settings or Settings()
+    key, generated = load_or_create_key(settings.data_dir, settings.api_key.get_secret_value() if settings.api_key else None)
+    credentials = Credentials(key)
+
+    app = Flask("enfoads")
+    app.config.update(
+        # Werkzeug refuses bigger bodies while reading; routes apply tighter limits.
+        MAX_CONTENT_LENGTH=int(max(settings.max_body_mb, settings.max_upload_mb) * 1_000_000),
+        JSON_SORT_KEYS=False,
+    )
+    holder = EngineHolder(engine_factory or (lambda: build_engine(settings, hardware)))
+    app_state = AppState(settings, credentials, holder, generated)
+    app.extensions[EXTENSION] = app_state
+
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=["Content-Type", "Authorization", "X-API-Key", "ngrok-skip-browser-warning"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=600,
+    )
+    limiter = Limiter(
+        key_func=lambda: f"{_bearer() or request.environ.get('enfoads.prefix_auth', '')}|{request.remote_addr}",
+        app=app,
+        default_limits=[settings.rate_limit],
+        storage_uri="memory://",
+        headers_enabled=True,
+    )
+    app.extensions["enfoads.limiter"] = limiter
+
+    @app.before_request
+    def _authenticate():
+        g.started = time.perf_counter()
+        if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if request.endpoint is None:
+            return None  # a 404 or 405 follows, no need to reveal anything else
+        if not request_is_authenticated(credentials):
+            return web_errors.error_response(
+                401, "missing or wrong API key: send Authorization: Bearer <key> or use the URL printed at start",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        app_state.public_base = request.host_url.rstrip("/")
+        return None
+
+    web_errors.init_app(app)
+
+    from enfoads.web import routes_frontend, routes_jobs, routes_media, routes_openai, routes_system
+
+    for module in (routes_system, routes_frontend, routes_jobs, routes_openai, routes_media):
+        app.register_blueprint(module.bp)
+    for endpoint in routes_frontend.SUBMIT_ENDPOINTS + routes_jobs.SUBMIT_ENDPOINTS + routes_openai.SUBMIT_ENDPOINTS:
+        limiter.limit(settings.submit_rate_limit)(app.view_functions[endpoint])
+
+    socketio = SocketIO(
+        app,
+        async_mode="threading",
+        cors_allowed_origins=_socket_origin_check(settings.cors_origins),
+        namespaces=["/", "/" + credentials.prefix],
+        max_http_buffer_size=1_000_000,
+    )
+    app.extensions["enfoads.socketio"] = socketio
+    from enfoads.web import realtime
+
+    realtime.init_app(app, socketio, credentials, holder)
+    app.wsgi_app = SecretPrefixMiddleware(app.wsgi_app, credentials.prefix)
+    # Behind ngrok or Colab's proxy: trust the scheme and host they forward
+    # (for absolute media URLs); the client address is left alone.
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=0, x_proto=1, x_host=1)
+    holder.start()
+    return app
+
+
+def socketio_of(app: Flask) -> SocketIO:
+    return app.extensions["enfoads.socketio"]

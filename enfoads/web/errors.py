@@ -1,0 +1,98 @@
+"""Every error is JSON: ``{"status": "error", "message", "code", "details"?}``; never a stack trace."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from enfoads import errors as E
+from enfoads.assets import AssetNotFound, SignatureError
+from enfoads.jobs import JobNotFound, QueueFullError
+from enfoads.residency import ModelMemoryError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    500: "internal_error",
+    501: "not_implemented",
+    503: "no_capacity",
+}
+
+
+def error_response(status: int, message: str, code: str | None = None, details=None, headers=None):
+    body = {"status": "error", "message": message, "code": code or HTTP_CODES.get(status, "error")}
+    if details is not None:
+        body["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    for k, v in (headers or {}).items():
+        response.headers[k] = v
+    return response
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+_STATUS_BY_TYPE = {cls.__name__: cls.status for cls in _subclasses(E.EnfoadsError)}
+_STATUS_BY_TYPE.update({"ModelMemoryError": 503, "QueueFullError": 429})
+
+
+def status_for_job_error(error: dict | None) -> int:
+    """The HTTP status for a failed job's recorded error (bad input stays a 4xx)."""
+    return _STATUS_BY_TYPE.get((error or {}).get("type", ""), 500)
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(E.EnfoadsError)
+    def _enfoads(exc: E.EnfoadsError):
+        response = jsonify(exc.to_dict())
+        response.status_code = exc.status
+        return response
+
+    @app.errorhandler(ModelMemoryError)
+    def _memory(exc: ModelMemoryError):
+        return error_response(503, str(exc), "out_of_memory", headers={"Retry-After": "30"})
+
+    @app.errorhandler(QueueFullError)
+    def _queue_full(exc: QueueFullError):
+        return error_response(429, str(exc) or "the job queue is full; retry later", "queue_full",
+                              headers={"Retry-After": "30"})
+
+    @app.errorhandler(JobNotFound)
+    def _job_missing(exc: JobNotFound):
+        return error_response(404, str(exc), "job_not_found")
+
+    @app.errorhandler(AssetNotFound)
+    def _asset_missing(exc: AssetNotFound):
+        return error_response(404, "no such asset", "asset_not_found")
+
+    @app.errorhandler(SignatureError)
+    def _bad_signature(exc: SignatureError):
+        return error_response(403, str(exc) or "invalid or expired media link", "bad_signature")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        status = exc.code or 500
+        message = exc.description or exc.name
+        if status == 413:
+            message = "the request body is too large"
+        allowed = getattr(exc, "valid_methods", None)
+        return error_response(status, message, headers={"Allow": ", ".join(allowed)} if allowed else None)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal error; see the server log")

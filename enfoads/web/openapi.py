@@ -1,0 +1,281 @@
+"""The OpenAPI 3.1 description of every route, and a small docs page that renders it."""
+from __future__ import annotations
+
+from flask import Response
+
+from enfoads import __version__
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*codes: int) -> dict:
+    text = {
+        400: "Invalid input (the offending fields are named)",
+        401: "Missing or wrong API key",
+        403: "Invalid or expired media signature",
+        404: "Not found",
+        409: "The job was cancelled",
+        413: "Body too large",
+        415: "Wrong content type",
+        422: "Input that cannot be processed (for example no face found)",
+        429: "Rate limit or full queue",
+        500: "Internal error",
+        501: "Capability not in this version",
+        503: "Out of GPU memory, or the engine is starting",
+    }
+    return {str(c): {"description": text[c], "content": _json(ERROR)} for c in codes}
+
+
+def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
+        public: bool = False, tags: list[str] | None = None, body_content: dict | None = None) -> dict:
+    op: dict = {"summary": summary, "responses": responses}
+    if tags:
+        op["tags"] = tags
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    if body_content is not None:
+        op["requestBody"] = {"required": True, "content": body_content}
+    if params:
+        op["parameters"] = params
+    if public:
+        op["security"] = []
+    return op
+
+
+def _ok(schema: dict, code: str = "200", description: str = "OK") -> dict:
+    return {code: {"description": description, "content": _json(schema)}}
+
+
+OBJ = {"type": "object"}
+JOB = {"$ref": "#/components/schemas/Job"}
+JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
+COMMON = (401, 429, 500, 503)
+
+
+def build_spec(server_url: str = "/") -> dict:
+    image_request = {
+        "type": "object",
+        "required": ["prompt"],
+        "properties": {
+            "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "negative_prompt": {"type": "string", "maxLength": 2000},
+            "style": {"type": ["string", "null"]},
+            "aspect_ratio": {"type": "string"},
+            "width": {"type": "integer"},
+            "height": {"type": "integer"},
+            "steps": {"type": "integer"},
+            "guidance": {"type": "number"},
+            "guidance_scale": {"type": "number"},
+            "seed": {"type": ["integer", "null"]},
+            "n": {"type": "integer", "minimum": 1, "maximum": 4},
+            "format": {"type": "string", "enum": ["png", "webp", "jpeg"]},
+            "model": {"type": "string"},
+        },
+    }
+    sync_accepted = {"202": {"description": "Still running after the wait: poll the job",
+                             "content": _json({"type": "object", "required": ["status", "job_id"],
+                                               "properties": {"status": {"const": "processing"},
+                                                              "job_id": {"type": "string"}}})}}
+    paths = {
+        "/": {"get": _op("Health check (no key)", _ok({
+            "type": "object", "required": ["status"], "properties": {"status": {"const": "online"}}}),
+            public=True, tags=["system"])},
+        "/auth/login": {"post": _op(
+            "A short-lived bearer token for a caller that proved the key",
+            {**_ok({"type": "object", "required": ["status", "token", "type"],
+                    "properties": {"status": {"const": "success"}, "token": {"type": "string"},
+                                   "type": {"const": "Bearer"}}}), **_errors(*COMMON)},
+            body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])},
+        "/gpu-status": {"get": _op("GPU and residency status", {**_ok({
+            "type": "object", "required": ["status", "device", "vram_total_gb", "models_loaded"],
+            "properties": {"status": {"enum": ["online", "offline"]}, "device": {"type": "string"},
+                           "vram_total_gb": {"type": "number"}, "vram_allocated_gb": {"type": "number"},
+                           "vram_reserved_gb": {"type": "number"}, "vram_free_gb": {"type": "number"},
+                           "utilization_percent": {"type": "number"},
+                           "models_loaded": {"type": "array", "items": {"type": "string"}},
+                           "cuda_version": {"type": ["string", "null"]}, "residency": OBJ}}),
+            **_errors(*COMMON)}, tags=["system"])},
+        "/generate-image": {"post": _op("Text to image; waits for the result", {
+            **_ok({"type": "object", "required": ["status", "image", "cached"],
+                   "properties": {"status": {"const": "success"}, "image": {"type": "string"},
+                                  "images": {"type": "array", "items": {"type": "string"}},
+                                  "cached": {"type": "boolean"}, "seed": {"type": ["integer", "null"]},
+                                  "job_id": {"type": "string"}}}),
+            **sync_accepted, **_errors(400, 409, 413, 415, *COMMON)}, body=image_request, tags=["frontend"])},
+        "/face-swap": {"post": _op("Swap the source face into the target image; waits for the result", {
+            **_ok({"type": "object", "required": ["status", "image"],
+                   "properties": {"status": {"const": "success"}, "image": {"type": "string"}}}),
+            **sync_accepted, **_errors(400, 409, 413, 415, 422, *COMMON)},
+            body={"type": "object", "required": ["source_image", "target_image"], "properties": {
+                "source_image": {"type": "string"}, "target_image": {"type": "string"},
+                "source_face_index": {"type": ["integer", "null"]},
+                "target_face_indices": {"type": ["array", "null"], "items": {"type": "integer"}},
+                "paste_back": {"type": "boolean"}}}, tags=["frontend"])},
+        "/magic-prompt": {"post": _op("Enhance a prompt", {
+            **_ok({"type": "object", "required": ["status", "prompt", "original", "method"],
+                   "properties": {"status": {"const": "success"}, "prompt": {"type": "string"},
+                                  "original": {"type": "string"}, "method": {"type": "string"}}}),
+            **_errors(400, 413, 415, *COMMON)},
+            body={"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+            tags=["frontend"])},
+        "/styles": {"get": _op("Style names", {**_ok({"type": "object", "required": ["styles"], "properties": {
+            "styles": {"type": "array", "items": {"type": "string"}}}}), **_errors(*COMMON)}, tags=["frontend"])},
+        "/api/jobs": {
+            "post": _op("Queue a job", {"202": {"description": "Queued", "content": _json(JOB)},
+                                        **_errors(400, 413, 415, *COMMON)},
+                        body={"type": "object", "required": ["kind"], "properties": {
+                            "kind": {"type": "string"}, "params": OBJ}}, tags=["jobs"]),
+            "get": _op("List jobs", {**_ok({"type": "object", "required": ["jobs"], "properties": {
+                "jobs": {"type": "array", "items": JOB}}}), **_errors(400, *COMMON)},
+                params=[{"name": "state", "in": "query", "schema": {
+                    "type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]}},
+                        {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}],
+                tags=["jobs"]),
+        },
+        "/api/jobs/{job_id}": {"get": _op("One job", {**_ok(JOB), **_errors(404, *COMMON)},
+                                          params=[JOB_ID_PARAM], tags=["jobs"])},
+        "/api/jobs/{job_id}/cancel": {"post": _op("Cancel a job", {**_ok(JOB), **_errors(404, *COMMON)},
+                                                  params=[JOB_ID_PARAM], tags=["jobs"])},
+        "/api/events": {"get": _op("Events after a sequence number (long-poll)", {
+            **_ok({"type": "object", "required": ["events", "last_seq"], "properties": {
+                "events": {"type": "array", "items": OBJ}, "last_seq": {"type": "integer"}}}),
+            **_errors(400, *COMMON)},
+            params=[{"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 25}},
+                    {"name": "job_id", "in": "query", "schema": {"type": "string"}}], tags=["jobs"])},
+        "/api/assets": {
+            "get": _op("The frontend's saved assets", {**_ok({"type": "object", "required": ["assets", "assets_count"],
+                                                             "properties": {"assets": {"type": "array"},
+                                                                            "assets_count": {"type": "integer"}}}),
+                                                        **_errors(400, *COMMON)}, tags=["frontend"]),
+            "post": _op("Save an asset", {"201": {"description": "Saved", "content": _json(
+                {"type": "object", "required": ["assets", "assets_count"]})}, **_errors(400, 413, 415, *COMMON)},
+                body={"type": "object", "required": ["type", "content"], "properties": {
+                    "id": {"type": "string"}, "type": {"type": "string"}, "content": {"type": "string"},
+                    "prompt": {"type": "string"}, "createdAt": {"type": "string"}}}, tags=["frontend"]),
+        },
+        "/media/{asset_id}": {"get": _op("A media file by signed URL (no key)", {
+            "200": {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+            **_errors(403, 404, 500)},
+            params=[{"name": "asset_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},
+                    {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}],
+            public=True, tags=["media"])},
+        "/models": {"get": _op("Models of the profile", {**_ok({"type": "object", "required": ["models"], "properties": {
+            "models": {"type": "array", "items": OBJ}}}), **_errors(*COMMON)}, tags=["system"])},
+        "/config": {"get": _op("Non-secret settings", {**_ok({"type": "object", "required": ["config"]}),
+                                                      **_errors(*COMMON)}, tags=["system"])},
+        "/openapi.json": {"get": _op("This document", {**_ok(OBJ), **_errors(*COMMON)}, tags=["system"])},
+        "/docs": {"get": _op("API docs page", {"200": {"description": "HTML", "content": {"text/html": {
+            "schema": {"type": "string"}}}}, **_errors(*COMMON)}, tags=["system"])},
+        "/v1/models": {"get": _op("OpenAI-compatible model list", {**_ok({"type": "object", "required": ["data"]}),
+                                                                    **_errors(*COMMON)}, tags=["openai"])},
+        "/v1/images/generations": {"post": _op("OpenAI-compatible image generation", {
+            **_ok({"type": "object", "required": ["created", "data"], "properties": {
+                "created": {"type": "integer"}, "data": {"type": "array", "items": OBJ}}}),
+            **_errors(400, 409, 413, 415, *COMMON)},
+            body={"type": "object", "required": ["prompt"], "properties": {
+                "prompt": {"type": "string"}, "n": {"type": "integer"}, "size": {"type": "string"},
+                "response_format": {"enum": ["b64_json", "url"]}, "model": {"type": "string"}}}, tags=["openai"])},
+        "/v1/audio/transcriptions": {"post": _op("OpenAI-compatible transcription", {
+            "200": {"description": "Transcript", "content": {
+                "application/json": {"schema": OBJ}, "text/plain": {"schema": {"type": "string"}},
+                "application/x-subrip": {"schema": {"type": "string"}}, "text/vtt": {"schema": {"type": "string"}}}},
+            **_errors(400, 409, 413, 415, 422, *COMMON)},
+            body_content={"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
+                "language": {"type": "string"}, "prompt": {"type": "string"},
+                "response_format": {"enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+                "temperature": {"type": "number"}}}}}, tags=["openai"])},
+    }
+    queued = {"202": {"description": "Queued", "content": _json({
+        "type": "object", "required": ["status", "job_id", "message"],
+        "properties": {"status": {"const": "success"}, "job_id": {"type": "string"}, "message": {"type": "string"}}})}}
+    paths["/render-video"] = {"post": _op("Avatar video from a script (a job)", {
+        **queued, **_errors(400, 413, 415, *COMMON)},
+        body={"type": "object", "required": ["script", "avatar_id"], "properties": {
+            "script": {"type": "string"}, "avatar_id": {"type": "string"}, "voice_id": {"type": ["string", "null"]},
+            "generate_subtitles": {"type": "boolean"}}}, tags=["frontend"])}
+    paths["/render-multi-scene"] = {"post": _op("A video of several scenes (a job)", {
+        **queued, **_errors(400, 413, 415, *COMMON)},
+        body={"type": "object", "required": ["scenes"], "properties": {"scenes": {"type": "array", "items": {
+            "type": "object", "properties": {"id": {}, "avatarId": {"type": "string"}, "script": {"type": "string"},
+                                             "generateSubtitles": {"type": "boolean"}}}}}}, tags=["frontend"])}
+    for path in ("/live-portrait", "/enhance-media"):
+        paths[path] = {"post": _op("Not in this version", {**_errors(501, *COMMON)},
+                                   body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])}
+    paths["/voices"] = {"get": _op("Voices usable now", {**_ok({"type": "object", "required": ["voices"], "properties": {
+        "voices": {"type": "array", "items": {"type": "object", "required": ["id", "name", "language"]}}}}),
+        **_errors(*COMMON)}, tags=["frontend"])}
+    avatar = {"type": "object", "required": ["id", "name", "img"]}
+    paths["/avatars"] = {
+        "get": _op("Avatars with signed image URLs", {**_ok({"type": "object", "required": ["avatars"], "properties": {
+            "avatars": {"type": "array", "items": avatar}}}), **_errors(*COMMON)}, tags=["frontend"]),
+        "post": _op("Upload an avatar (JSON image as base64/data URI, or multipart)", {
+            "201": {"description": "Saved", "content": _json({"type": "object", "required": ["avatar"],
+                                                               "properties": {"avatar": avatar}})},
+            **_errors(400, 413, 415, *COMMON)},
+            body={"type": "object", "required": ["image"], "properties": {"image": {"type": "string"},
+                                                                          "name": {"type": "string"}}},
+            tags=["frontend"]),
+    }
+    paths["/avatars/{avatar_id}/image"] = {"get": _op("An avatar's picture by signed URL (no key)", {
+        "200": {"description": "PNG", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **_errors(403, 404, 500)},
+        params=[{"name": "avatar_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},
+                {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}],
+        public=True, tags=["frontend"])}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Enfoads API", "version": __version__,
+                 "description": "Generative models on a small GPU, for a web frontend. Every route but `/` and "
+                                "signed `/media` links needs the key (Bearer or X-API-Key), or the secret URL prefix."},
+        "servers": [{"url": server_url}],
+        "security": [{"bearer": []}, {"apiKey": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["status", "message"], "properties": {
+                    "status": {"const": "error"}, "message": {"type": "string"}, "code": {"type": "string"},
+                    "details": {}}},
+                "Job": {"type": "object", "required": ["id", "status", "progress"], "properties": {
+                    "id": {"type": "string"}, "status": {"enum": ["queued", "processing", "completed", "failed"]},
+                    "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+                    "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "stage": {"type": ["string", "null"]}, "url": {"type": ["string", "null"]},
+                    "error": {"type": ["string", "null"]}, "result": {"type": ["object", "null"]}}},
+            },
+        },
+        "paths": paths,
+    }
+
+
+def docs_page() -> Response:
+    html = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Enfoads API {__version__}</title>
+<style>body{{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+code{{background:#f3f3f3;padding:0 .25rem}} li{{margin:.2rem 0}}</style></head>
+<body><h1>Enfoads API {__version__}</h1>
+<p>The machine-readable description is <a href="openapi.json"><code>openapi.json</code></a>.
+Send the key as <code>Authorization: Bearer &lt;key&gt;</code> or <code>X-API-Key</code>,
+or use the URL printed at start.</p><ul id="routes"></ul>
+<script>
+fetch("openapi.json", {{headers: {{}}}}).then(r => r.json()).then(spec => {{
+  const ul = document.getElementById("routes");
+  for (const [path, ops] of Object.entries(spec.paths)) for (const [m, op] of Object.entries(ops)) {{
+    const li = document.createElement("li");
+    li.textContent = `${{m.toUpperCase()}} ${{path}} — ${{op.summary}}`;
+    ul.appendChild(li);
+  }}
+}}).catch(() => {{}});
+</script></body></html>"""
+    return Response(html, mimetype="text/html")

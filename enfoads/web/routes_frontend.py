@@ -1,0 +1,193 @@
+"""The external frontend's contract (shared/frontend-contract.md), route by route."""
+from __future__ import annotations
+
+import base64
+
+from flask import Blueprint, jsonify, request, send_file, url_for
+
+from enfoads.errors import InvalidInput, NotImplementedInVersion
+from enfoads.web.errors import error_response, status_for_job_error
+from enfoads.web.http import MEDIA_URL_TTL_S, json_body, result_asset_ids
+from enfoads.web.state import engine, state
+
+bp = Blueprint("frontend", __name__)
+SUBMIT_ENDPOINTS = ["frontend.generate_image", "frontend.face_swap", "frontend.render_video",
+                    "frontend.render_multi_scene", "frontend.upload_avatar"]
+
+
+@bp.post("/auth/login")
+def login():
+    """A short-lived token for a caller that proved the key (header or the secret URL)."""
+    creds = state().credentials
+    return jsonify({"status": "success", "token": creds.issue_token(), "type": "Bearer", "expires_in": 12 * 3600})
+
+
+def _data_uri(asset_id: str) -> str:
+    eng = engine()
+    asset = eng.assets.get(asset_id)
+    return f"data:{asset.mime};base64," + base64.b64encode(eng.assets.read_bytes(asset_id)).decode()
+
+
+def _run_sync(kind: str, params: dict):
+    """Submit and wait; the finished job, or a response carrying the job id on timeout or failure."""
+    eng = engine()
+    job = eng.submit_and_wait(kind, params, timeout=state().settings.sync_timeout_s)
+    if job.state == "succeeded":
+        return job, None
+    if job.state == "failed":
+        error = job.error or {}
+        return job, error_response(
+            status_for_job_error(error), error.get("message") or "the job failed", details={"job_id": job.id}
+        )
+    if job.state == "cancelled":
+        return job, error_response(409, "the job was cancelled", "cancelled", details={"job_id": job.id})
+    response = jsonify(
+        {
+            "status": "processing",
+            "job_id": job.id,
+            "progress": job.progress,
+            "message": f"still working; poll /api/jobs/{job.id} or listen for job_update",
+        }
+    )
+    response.status_code = 202
+    return job, response
+
+
+@bp.post("/generate-image")
+def generate_image():
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    job, early = _run_sync("image.generate", body)
+    if early is not None:
+        return early
+    result = job.result or {}
+    ids = result_asset_ids(job)
+    images = [_data_uri(i) for i in ids if engine().assets.get(i).kind == "image"]
+    image_ids = result.get("image_asset_ids") or ids
+    images = [_data_uri(i) for i in image_ids]
+    return jsonify(
+        {
+            "status": "success",
+            "image": images[0] if images else None,
+            "images": images,
+            "cached": bool(result.get("cached", False)),
+            "seed": result.get("seed"),
+            "job_id": job.id,
+            "width": result.get("width"),
+            "height": result.get("height"),
+        }
+    )
+
+
+@bp.post("/face-swap")
+def face_swap():
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    job, early = _run_sync("faces.swap", body)
+    if early is not None:
+        return early
+    ids = result_asset_ids(job)
+    if not ids:
+        return error_response(500, "the swap finished without an image", details={"job_id": job.id})
+    return jsonify({"status": "success", "image": _data_uri(ids[0]), "job_id": job.id, "faces": (job.result or {}).get("faces")})
+
+
+@bp.post("/magic-prompt")
+def magic_prompt():
+    from enfoads.services.prompts import enhance
+
+    body = json_body(1_000_000)
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidInput.field("prompt", "required: a non-empty string")
+    if len(prompt) > 2000:
+        raise InvalidInput.field("prompt", "at most 2000 characters")
+    enhanced = enhance(prompt)
+    return jsonify({"status": "success", **enhanced})
+
+
+@bp.get("/styles")
+def styles():
+    from enfoads.services.styles import STYLES
+
+    return jsonify({"status": "success", "styles": list(STYLES)})
+
+
+def _submit_render(kind: str):
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    job = engine().submit(kind, body)
+    response = jsonify({"status": "success", "job_id": job.id, "message": "queued: listen for job_update or poll "
+                        f"/api/jobs/{job.id}"})
+    response.status_code = 202
+    return response
+
+
+@bp.post("/render-video")
+def render_video():
+    """Script -> speech -> avatar video (a job on the CPU pool); answers with the job id at once."""
+    return _submit_render("video.render")
+
+
+@bp.post("/render-multi-scene")
+def render_multi_scene():
+    return _submit_render("video.render_multi")
+
+
+def _not_in_this_version(capability: str):
+    raise NotImplementedInVersion(
+        f"{capability} is not available in this version of the Enfoads server; it arrives with a later release"
+    )
+
+
+@bp.post("/live-portrait")
+def live_portrait():
+    _not_in_this_version("Live portrait animation")
+
+
+@bp.post("/enhance-media")
+def enhance_media():
+    _not_in_this_version("Media enhancement (upscaling)")
+
+
+@bp.get("/voices")
+def voices():
+    from enfoads.tts import available_voices
+
+    return jsonify({"status": "success", "voices": available_voices(state().settings)})
+
+
+def _avatar_view(avatar) -> dict:
+    assets = engine().assets
+    expires, signature = assets.sign(f"avatar-{avatar.id}", ttl_s=MEDIA_URL_TTL_S)
+    img = url_for("frontend.avatar_image", avatar_id=avatar.id, exp=expires, sig=signature, _external=True)
+    return {**avatar.to_dict(), "img": img}
+
+
+@bp.get("/avatars")
+def avatars():
+    return jsonify({"status": "success", "avatars": [_avatar_view(a) for a in engine().avatars.list()]})
+
+
+@bp.post("/avatars")
+def upload_avatar():
+    """A new avatar: JSON ``{image: base64 or data URI, name?}`` or multipart ``image`` (+ ``name``)."""
+    eng = engine()
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("image") or request.files.get("file")
+        if upload is None:
+            raise InvalidInput.field("image", "required: the image file")
+        avatar = eng.avatars.add(upload.read(), request.form.get("name"))
+    else:
+        body = json_body(state().settings.max_body_mb * 1_000_000)
+        if "image" not in body:
+            raise InvalidInput.field("image", "required: base64 or a data URI")
+        avatar = eng.avatars.add(body["image"], body.get("name"))
+    response = jsonify({"status": "success", "avatar": _avatar_view(avatar)})
+    response.status_code = 201
+    return response
+
+
+@bp.get("/avatars/<avatar_id>/image")
+def avatar_image(avatar_id: str):
+    """An avatar's picture by signed URL (no key: <img> tags send no headers)."""
+    eng = engine()
+    eng.assets.verify(f"avatar-{avatar_id}", request.args.get("exp", ""), request.args.get("sig", ""))
+    return send_file(eng.avatars.path(avatar_id), mimetype="image/png", max_age=300)

@@ -1,0 +1,114 @@
+"""The native job API, the event long-poll and the frontend's saved-assets library."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request
+
+from enfoads.errors import InvalidInput
+from enfoads.jobs import STATES
+from enfoads.web.http import job_view, json_body
+from enfoads.web.state import engine, state
+
+bp = Blueprint("jobs", __name__)
+SUBMIT_ENDPOINTS = ["jobs.submit_job"]
+LONG_POLL_MAX_S = 25.0  # under common proxy idle timeouts (ngrok, Colab)
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput.field(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput.field(name, "must be a number") from None
+    if not lo <= value <= hi:
+        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
+    return value
+
+
+@bp.post("/api/jobs")
+def submit_job():
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    kind = body.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidInput.field("kind", f"required; one of {', '.join(sorted(engine().kinds))}")
+    params = body.get("params", {})
+    job = engine().submit(kind, params)
+    response = jsonify(job_view(job))
+    response.status_code = 202
+    response.headers["Location"] = f"{request.script_root}/api/jobs/{job.id}"
+    return response
+
+
+@bp.get("/api/jobs")
+def list_jobs():
+    states = request.args.getlist("state")
+    unknown = [s for s in states if s not in STATES]
+    if unknown:
+        raise InvalidInput.field("state", f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}")
+    limit = _int_arg("limit", 50, 1, 500)
+    kind = request.args.get("kind")
+    jobs = engine().queue.list(states=states or None, kind=kind, limit=limit)
+    return jsonify({"status": "success", "jobs": [job_view(j) for j in jobs]})
+
+
+@bp.get("/api/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(job_view(engine().queue.get(job_id)))
+
+
+@bp.post("/api/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):
+    return jsonify(job_view(engine().queue.cancel(job_id)))
+
+
+@bp.get("/api/events")
+def events_since():
+    """Long-poll fallback for when WebSockets fail through a tunnel: events after ``since``."""
+    since = _int_arg("since", 0, 0, 2**62)
+    timeout = _float_arg("timeout", LONG_POLL_MAX_S, 0.0, LONG_POLL_MAX_S)
+    job_id = request.args.get("job_id")
+    bus = engine().bus
+    deadline = time.monotonic() + timeout
+    events = bus.events_since(since, job_id=job_id, limit=500)
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.2)
+        events = bus.events_since(since, job_id=job_id, limit=500)
+    last = events[-1].seq if events else max(since, 0)
+    return jsonify({"status": "success", "events": [e.to_dict() for e in events], "last_seq": last})
+
+
+@bp.get("/api/assets")
+def list_library():
+    lib = engine().library
+    limit = _int_arg("limit", 200, 1, 1000)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    items = lib.list(limit=limit, offset=offset)
+    return jsonify({"status": "success", "assets": items, "assets_count": lib.count()})
+
+
+@bp.post("/api/assets")
+def add_to_library():
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    # The frontend posts one asset; a list under "assets" is accepted too.
+    items = body["assets"] if isinstance(body.get("assets"), list) else [body]
+    lib = engine().library
+    saved = [lib.add(item) for item in items]
+    response = jsonify({"status": "success", "assets": saved, "assets_count": lib.count()})
+    response.status_code = 201
+    return response

@@ -1,0 +1,117 @@
+"""Health, GPU status, models, config, OpenAPI and the docs page."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from enfoads import __version__
+from enfoads.catalog import get_entry
+from enfoads.profiles import host_memory
+from enfoads.registry import presence
+from enfoads.web.state import engine, state
+
+bp = Blueprint("system", __name__)
+GIB = 1024**3
+
+
+@bp.get("/")
+def health():
+    """Health check, no key needed: the frontend's settings page expects ``status: online``."""
+    holder = state().holder
+    return jsonify(
+        {
+            "status": "online",
+            "service": "enfoads",
+            "version": __version__,
+            "ready": holder.ready,
+            "engine_error": str(holder.error) if holder.error else None,
+        }
+    )
+
+
+def _gpu_figures(eng) -> dict:
+    hw = eng.runtime.hardware
+    stats = eng.runtime.residency.stats()
+    figures = {
+        "status": "online" if hw.cuda else "offline",
+        "device": hw.device_name if hw.cuda else "cpu",
+        "cuda_version": hw.cuda_version,
+        "driver": hw.driver,
+        "vram_total_gb": round(hw.vram_total_bytes / GIB, 2),
+        "vram_allocated_gb": 0.0,
+        "vram_reserved_gb": 0.0,
+        "vram_free_gb": 0.0,
+        "utilization_percent": 0,
+    }
+    if hw.cuda:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(0)
+        figures.update(
+            vram_allocated_gb=round(torch.cuda.memory_allocated(0) / GIB, 2),
+            vram_reserved_gb=round(torch.cuda.memory_reserved(0) / GIB, 2),
+            vram_free_gb=round(free / GIB, 2),
+            utilization_percent=round(100 * (total - free) / total) if total else 0,
+        )
+    figures["models_loaded"] = [row["id"] for row in stats.models if row["tier"]]
+    figures["residency"] = stats.as_dict()
+    ram_total, ram_available = host_memory()
+    figures["host_ram_total_gb"] = round(ram_total / GIB, 2)
+    figures["host_ram_available_gb"] = round(ram_available / GIB, 2)
+    figures["profile"] = eng.runtime.profile.name
+    return figures
+
+
+@bp.get("/gpu-status")
+def gpu_status():
+    """The frontend's GPU card; ``status: offline`` (still 200) on a machine without a GPU."""
+    return jsonify(_gpu_figures(engine()))
+
+
+@bp.get("/models")
+def models():
+    eng = engine()
+    roles = []
+    for role, choice in eng.runtime.profile.roles.items():
+        entry = get_entry(choice.model_id)
+        here = presence(entry, eng.settings.models_dir)
+        revisions = {name: getattr(src, "revision", None) for name, src in entry.sources.items()}
+        roles.append(
+            {
+                "role": role,
+                "id": entry.id,
+                "description": entry.description,
+                "runtime": entry.runtime,
+                "device": choice.device,
+                "dtype": choice.dtype,
+                "revisions": revisions,
+                "present": here.present,
+                "detail": here.detail,
+                "download_bytes": entry.download_bytes,
+                "vram_bytes": entry.vram_bytes,
+                "licence": entry.licence,
+            }
+        )
+    return jsonify({"status": "success", "profile": eng.runtime.profile.name, "models": roles})
+
+
+@bp.get("/config")
+def config():
+    """Every setting except secrets."""
+    settings = state().settings
+    public = settings.model_dump(mode="json", exclude={"api_key"})
+    public["api_key_set"] = settings.api_key is not None
+    return jsonify({"status": "success", "config": public})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from enfoads.web.openapi import build_spec
+
+    return jsonify(build_spec(server_url=request.script_root or "/"))
+
+
+@bp.get("/docs")
+def docs():
+    from enfoads.web.openapi import docs_page
+
+    return docs_page()
