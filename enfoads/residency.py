@@ -206,6 +206,7 @@ class ResidencyManager:
         self._transition = threading.RLock()
         self._reserved = {GPU: 0, CPU: 0}
         self._generation = 0
+        self._faults: dict[str, int] = {}  # key -> injected out-of-memory errors to raise
         self._bytes_moved = 0
         self._oom_recoveries = 0
         self._over_budget_events = 0
@@ -241,6 +242,7 @@ class ResidencyManager:
         entry = self._entry(key)
         model = self._acquire(entry, tier)
         try:
+            self._maybe_inject_oom(key)
             yield model
         except Exception as exc:
             if is_out_of_memory(exc) and not isinstance(exc, ModelMemoryError):
@@ -260,6 +262,23 @@ class ResidencyManager:
                 entry.leases -= 1
                 entry.last_used = self._clock()
                 self._changed()
+
+    def inject_oom(self, key: str, times: int = 1) -> None:
+        """Test switch: the next ``times`` leases of ``key`` raise a CUDA-style out-of-memory error.
+
+        The error is raised inside the lease, as the runtime would raise it
+        mid-use, so the whole recovery path (evict, retryable error, 503) runs.
+        """
+        self._entry(key)
+        with self._cond:
+            self._faults[key] = self._faults.get(key, 0) + int(times)
+
+    def _maybe_inject_oom(self, key: str) -> None:
+        with self._cond:
+            if self._faults.get(key, 0) <= 0:
+                return
+            self._faults[key] -= 1
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by ENFOADS_INJECT_OOM)")
 
     def run(self, key: str, fn: Callable[[Any], Any], *, tier: str | None = None) -> Any:
         """Call ``fn(model)`` under a lease; on out-of-memory, evict and retry once."""

@@ -56,5 +56,17 @@ def build_runtime(settings: Settings, hardware: Hardware | None = None) -> Runti
         adapter = adapter_for(entry, choice, settings.models_dir)
         if adapter is not None:
             residency.register(adapter, preferred=preferred_tier(choice))
+    runtime = Runtime(settings=settings, hardware=hardware, profile=profile, residency=residency)
+    for role, times in parse_fault_switch(settings.inject_oom).items():
+        residency.inject_oom(runtime.model_key(role) if role in profile.roles else role, times)
     residency.start_janitor()
-    return Runtime(settings=settings, hardware=hardware, profile=profile, residency=residency)
+    return runtime
+
+
+def parse_fault_switch(value: str | None) -> dict[str, int]:
+    """``"image:1,speech:2"`` -> ``{"image": 1, "speech": 2}`` (a role or a model id, and a count)."""
+    faults: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in (value or "").split(","))):
+        name, _, count = item.partition(":")
+        faults[name.strip()] = int(count or 1)
+    return faults

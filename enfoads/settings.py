@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     tts_default_voice: str | None = Field(None, description="voice id used when a request names none")
     ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default the one imageio-ffmpeg ships")
     video_work_dir: Path | None = Field(None, description="scratch space for renders (keep it off a Drive mount)")
+    inject_oom: str | None = Field(
+        None,
+        description="test switch: 'image:1,speech:2' makes the next N leases of a role's model raise "
+        "an out-of-memory error inside the job",
+    )
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
     )

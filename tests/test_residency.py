@@ -351,3 +351,20 @@ def test_unload_waits_for_the_lease_to_end():
             pass
     t.join(timeout=5)
     assert done.is_set() and tiers(m)["a"] is None
+
+
+def test_injected_oom_inside_a_lease_takes_the_recovery_path():
+    m = manager(gpu=10, ram=0)
+    add(m, "other", 2)
+    add(m, "a", 2)
+    with m.use("other"):
+        pass
+    m.inject_oom("a", times=1)
+    with pytest.raises(ModelMemoryError) as err:
+        with m.use("a"):
+            pytest.fail("the injected error is raised before the body runs")
+    assert err.value.retryable and tiers(m)["other"] is None
+    with m.use("a") as model:  # the next lease works
+        assert model.key == "a"
+    m.inject_oom("a", times=1)
+    assert m.run("a", lambda model: model.key) == "a"  # run() retries once
