@@ -417,3 +417,41 @@ def test_light_routes_answer_while_a_long_job_runs(server):
     server.post(f"/api/jobs/{job['id']}/cancel")
     assert worst < 0.5
     assert still_running  # the measurement really overlapped the job
+
+
+def test_frontend_render_multi_scene(server):
+    headers = frontend_login(server)
+    scenes = [
+        {"id": 1, "avatarId": "default", "avatarName": "Ana", "avatarImg": "x", "script": "Primera escena.",
+         "generateSubtitles": False},
+        {"id": 2, "avatarId": "default", "avatarName": "Ana", "avatarImg": "x", "script": "Segunda escena.",
+         "generateSubtitles": True},
+    ]
+    r = requests.post(server.frontend_base + "/render-multi-scene", json={"scenes": scenes, "resolution": 240},
+                      headers=headers, timeout=30)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    deadline = time.monotonic() + 180
+    while (job := server.get(f"/api/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["status"] == "completed", job
+    assert len(job["result"]["scenes"]) == 2
+    assert requests.get(job["url"], timeout=30).headers["Content-Type"] == "video/mp4"
+    r = requests.post(server.frontend_base + "/render-multi-scene", json={"scenes": [{"script": "x"}] * 50},
+                      headers=headers, timeout=10)
+    assert r.status_code == 400 and "scenes" in r.json()["message"]
+
+
+def test_system_routes_models_config_docs(server):
+    models = server.get("/models").json()
+    roles = {m["role"]: m for m in models["models"]}
+    assert roles["image"]["id"] == "tiny-sdxl-lightning" and roles["image"]["present"] is True
+    assert all(m["licence"] for m in models["models"])
+    config = server.get("/config").json()["config"]
+    assert config["profile"] == "tiny" and "api_key" not in config and config["api_key_set"] is True
+    assert server.key not in server.get("/config").text
+    spec = server.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and "/generate-image" in spec["paths"]
+    docs = server.get("/docs")
+    assert docs.status_code == 200 and "openapi.json" in docs.text
