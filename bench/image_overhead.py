@@ -110,7 +110,9 @@ def main() -> None:
     for k in ("bare", "direct", "service", "job"):
         t = times[k]
         print(f"{k:8s} median_s={statistics.median(t):.4f} min_s={min(t):.4f} max_s={max(t):.4f}")
+    best = {k: min(times[k]) / min(times["direct"]) for k in ("service", "job")}
     print(f"bare_diffusers_vs_direct={ratio['bare']:.4f}  (direct = diffusers call + PNG encode)")
+    print(f"fastest_run_ratios service={best['service']:.4f} job={best['job']:.4f}  (least disturbed runs)")
     print(f"image_job_overhead={ratio['job']:.4f}")
     print(f"image_service_overhead={ratio['service']:.4f}")
 

@@ -166,6 +166,10 @@ def _clean_name(name: Any, field: str = "name") -> str | None:
         return None
     if not isinstance(name, str):
         raise InvalidInput.field(field, "must be text")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: JSON carries it, the UTF-8 metadata file cannot
+        raise InvalidInput.field(field, "is not valid Unicode text (it holds a lone UTF-16 surrogate)") from None
     name = re.sub(r"\s+", " ", _CONTROL.sub(" ", name)).strip()
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput.field(field, f"is {len(name)} characters; at most {MAX_NAME_CHARS}")

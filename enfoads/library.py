@@ -49,7 +49,12 @@ class Library:
             raise InvalidInput.field("prompt", "must be a string")
         stored = {**item, "id": str(item.get("id") or uuid.uuid4().hex)}
         stored.setdefault("createdAt", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        data = json.dumps(stored)
+        try:
+            # Strict JSON: a NaN or Infinity stored here would make every later
+            # GET /api/assets unreadable to a browser's JSON.parse.
+            data = json.dumps(stored, allow_nan=False)
+        except ValueError:
+            raise InvalidInput("an asset must not hold NaN or Infinity (not JSON numbers)") from None
         if len(data) > self.max_item_bytes:
             raise PayloadTooLarge(f"an asset may hold at most {self.max_item_bytes // 1_000_000} MB")
         with self._db.write() as conn:

@@ -300,25 +300,40 @@ def _open_image(payload: Payload, field: str, max_pixels: int):
         raise PayloadTooLarge.field(
             field, f"is {width}x{height} = {_mp(width * height)}; the limit is {_mp(max_pixels)}"
         )
+    # Pillow's PNG plugin decodes every pixel to look for an eXIf chunk stored
+    # after the image data; here only the header is read (an error in that
+    # hidden decode was swallowed, and a corrupt PNG then "loaded" as garbage).
+    # decode_image looks again once the pixels are really loaded.
+    orientation = 1 if _exif_needs_pixels(im) else _orientation(im)
+    return im, _info(im, mime, width, height, orientation, len(payload.data))
+
+
+def _exif_needs_pixels(im) -> bool:
+    return im.format == "PNG" and "exif" not in im.info
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation tag (1 when absent, broken or out of range)."""
     try:
         orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
     except Exception:  # a broken EXIF block: keep the stored orientation
-        orientation = 1
-    if orientation not in range(1, 9):
-        orientation = 1
+        return 1
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _info(im, mime: str, width: int, height: int, orientation: int, size: int) -> ImageInfo:
     if orientation in (5, 6, 7, 8):  # rotated by 90 degrees one way or the other
         width, height = height, width
-    info = ImageInfo(format=im.format, mime=mime, width=width, height=height, orientation=orientation,
-                     bytes=len(payload.data))
-    return im, info
+    return ImageInfo(format=im.format, mime=mime, width=width, height=height, orientation=orientation, bytes=size)
 
 
 def probe_image(value: Any, *, field: str = "image", max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                 max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> ImageInfo:
     """Check an image from its header only (type, declared type, size limits); no pixel is decoded.
 
-    Cheap enough for request validation; a truncated body is only found by
-    :func:`decode_image`.
+    Cheap enough for request validation; a truncated or corrupt body is only
+    found by :func:`decode_image`, and so is the orientation of a PNG whose
+    eXIf chunk comes after its pixel data (reported as 1 here).
     """
     payload = value if isinstance(value, Payload) else read_payload(value, field=field, max_bytes=max_bytes)
     im, info = _open_image(payload, field, max_pixels)
@@ -347,12 +362,15 @@ def decode_image(value: Any, *, field: str = "image", max_pixels: int = DEFAULT_
         raise ValueError("channels must be 'BGR' or 'RGB'")
     payload = value if isinstance(value, Payload) else read_payload(value, field=field, max_bytes=max_bytes)
     im, info = _open_image(payload, field, max_pixels)
+    late_exif = _exif_needs_pixels(im)
     try:
         im.load()
     except Image.DecompressionBombError as exc:
         raise _too_many_pixels(field, exc, max_pixels) from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError) as exc:
         raise InvalidInput.field(field, f"is truncated or corrupt ({exc})") from None
+    if late_exif:  # loaded now: an eXIf chunk after the pixel data is known
+        info = _info(im, info.mime, im.width, im.height, _orientation(im), info.bytes)
     if info.orientation != 1:
         try:
             im = ImageOps.exif_transpose(im)
@@ -467,6 +485,13 @@ def _open_container(payload: Payload, field: str):
         kinds = sorted({s.type for s in container.streams}) or ["nothing"]
         container.close()
         raise UnsupportedMediaType.field(field, f"has no audio stream (it holds {', '.join(kinds)})")
+    if container.streams.audio[0].codec_context is None:
+        # A container FFmpeg reads around an audio codec it has no decoder for
+        # (e.g. a WAV with an unknown format tag): refused now, not at decode.
+        container.close()
+        raise UnsupportedMediaType.field(
+            field, "uses an audio codec this server cannot decode; send WAV (PCM), MP3, OGG/Opus, FLAC, M4A or WebM"
+        )
     return container
 
 

@@ -62,6 +62,7 @@ from typing import Any
 from enfoads import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from enfoads.services import JobKind
+from enfoads.services.options import parse_bool
 
 __all__ = ["JOB_KIND", "DETECT_MAX_SIDE", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
 
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 JOB_KIND = "faces.swap"
 #: Longest side (px) of the copy detection and recognition run on.
 DETECT_MAX_SIDE = 1920
+#: Pictures longer than this many times their width (or wider than their height) are padded for detection.
+MAX_ASPECT = 32
 #: Most faces one request may replace.
 MAX_TARGET_FACES = 64
 _IMAGE_FIELDS = ("source_image", "target_image")
@@ -77,18 +80,6 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 # --------------------------------------------------------------------------- options
-
-
-def _bool(value: Any, field: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise InvalidInput.field(field, f"must be true or false, not {value!r}")
 
 
 def _index(value: Any, field: str) -> int:
@@ -163,7 +154,7 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
     source_index = params.get("source_face_index")
     out["source_face_index"] = None if source_index is None else _index(source_index, "source_face_index")
     out["target_face_indices"] = _indices(params.get("target_face_indices"), "target_face_indices")
-    out["paste_back"] = _bool(params.get("paste_back"), "paste_back", True)
+    out["paste_back"] = parse_bool(params.get("paste_back"), "paste_back", True)
     return out
 
 
@@ -218,6 +209,24 @@ def _resized(pixels, max_side: int):
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), scale
 
 
+def _padded(pixels):
+    """The picture, padded with black below or to the right up to a :data:`MAX_ASPECT` : 1 shape.
+
+    The detector letterboxes its input into ``det_size``; a strip such as
+    20000 x 1 px would shrink to 0 px there (an OpenCV error). Black padding is
+    what the letterbox adds anyway: it holds no face and moves no coordinate.
+    """
+    import numpy as np
+
+    height, width = pixels.shape[:2]
+    need_h, need_w = -(-width // MAX_ASPECT), -(-height // MAX_ASPECT)
+    if height >= need_h and width >= need_w:
+        return pixels
+    out = np.zeros((max(height, need_h), max(width, need_w), pixels.shape[2]), dtype=pixels.dtype)
+    out[:height, :width] = pixels
+    return out
+
+
 def detect(app, pixels, *, max_side: int = DETECT_MAX_SIDE, embed: int | str | None = None):
     """Faces of a BGR picture, numbered left to right, in the picture's own coordinates.
 
@@ -236,6 +245,7 @@ def detect(app, pixels, *, max_side: int = DETECT_MAX_SIDE, embed: int | str | N
     from insightface.app.common import Face
 
     small, scale = _resized(pixels, max_side)
+    small = _padded(small)
     bboxes, kpss = app.det_model.detect(small, max_num=0, metric="default")
     found = []
     for i in range(bboxes.shape[0]):

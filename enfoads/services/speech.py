@@ -53,6 +53,7 @@ from typing import Any, Callable
 from enfoads import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from enfoads.services import JobKind
+from enfoads.services.options import parse_bool
 
 __all__ = [
     "JOB_KIND",
@@ -99,18 +100,6 @@ _AUDIO_ASSET_TYPES = ("audio/", "video/", "application/ogg", "application/octet-
 
 
 # --------------------------------------------------------------------------- options
-
-
-def _bool(value: Any, name: str, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.strip().lower() in ("true", "1", "yes")
-    raise InvalidInput.field(name, f"must be true or false, not {value!r}")
 
 
 def _number(value: Any, name: str) -> float:
@@ -221,8 +210,8 @@ def parse_options(params: dict, *, default_beam_size: int = 5) -> TranscribeOpti
     return TranscribeOptions(
         language=_language(params.get("language")),
         task=task,
-        vad_filter=_bool(params.get("vad_filter"), "vad_filter", False),
-        word_timestamps=_bool(params.get("word_timestamps"), "word_timestamps", False),
+        vad_filter=parse_bool(params.get("vad_filter"), "vad_filter", False),
+        word_timestamps=parse_bool(params.get("word_timestamps"), "word_timestamps", False),
         initial_prompt=prompt.strip() or None if prompt else None,
         temperature=_temperatures(params.get("temperature")),
         beam_size=default_beam_size if beam is None else _integer(beam, "beam_size", 1, MAX_BEAM_SIZE),

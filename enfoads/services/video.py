@@ -93,6 +93,7 @@ from typing import Any, Callable
 from enfoads.avatars import AvatarStore
 from enfoads.errors import EnfoadsError, InvalidInput
 from enfoads.services import JobKind
+from enfoads.services.options import parse_bool
 from enfoads.tts import TTS, Speech, VoiceChoice, split_text
 
 __all__ = [
@@ -156,18 +157,6 @@ def _first(params: dict, *names: str) -> tuple[str, Any]:
     return names[0], None
 
 
-def _bool(value: Any, field: str, default: bool = False) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no", "on", "off", ""):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    raise InvalidInput.field(field, f"must be true or false, not {value!r}")
-
-
 def _number(value: Any, field: str, lo: float, hi: float, default: float, *, integer: bool = False) -> float:
     if value is None:
         return default
@@ -198,6 +187,15 @@ def _choice(value: Any, field: str, options: tuple[str, ...], default: str) -> s
     return text
 
 
+def _is_unicode(text: str) -> bool:
+    """False for text JSON can carry but UTF-8 cannot (``"\\ud800"``: a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _script(value: Any, field: str) -> str:
     if value is None:
         raise InvalidInput.field(field, "is required: the text the avatar says")
@@ -206,6 +204,8 @@ def _script(value: Any, field: str) -> str:
     text = value.strip()
     if not text:
         raise InvalidInput.field(field, "is empty: write what the avatar should say")
+    if not _is_unicode(text):
+        raise InvalidInput.field(field, "is not valid Unicode text (it holds a lone UTF-16 surrogate)")
     if len(text) > MAX_SCRIPT_CHARS:
         raise InvalidInput.field(field, f"is {len(text)} characters; at most {MAX_SCRIPT_CHARS} per video or scene")
     if not split_text(text):
@@ -246,7 +246,7 @@ def validate_render(params: Any, *, tts: TTS, avatars: AvatarStore) -> dict:
     voice_field, voice = _first(params, "voice_id", "voiceId", "voice")
     out["voice_id"] = _voice(voice, voice_field, tts)
     subs_field, subs = _first(params, "generate_subtitles", "subtitles", "generateSubtitles")
-    out["subtitles"] = _bool(subs, subs_field)
+    out["subtitles"] = parse_bool(subs, subs_field)
     out.update(_common(params))
     return out
 
@@ -267,7 +267,7 @@ def validate_render_multi(params: Any, *, tts: TTS, avatars: AvatarStore) -> dic
     voice_field, default_voice = _first(params, "voice_id", "voiceId")
     default_voice = _voice(default_voice, voice_field, tts) if default_voice is not None else None
     subs_field, subs_default = _first(params, "generate_subtitles", "subtitles", "generateSubtitles")
-    subs_default = _bool(subs_default, subs_field)
+    subs_default = parse_bool(subs_default, subs_field)
     out_scenes, total = [], 0
     for i, scene in enumerate(scenes):
         where = f"scenes[{i}]"
@@ -281,10 +281,12 @@ def validate_render_multi(params: Any, *, tts: TTS, avatars: AvatarStore) -> dic
         voice = _voice(v_value, f"{where}.{v_name}", tts) if v_value is not None else default_voice
         s_name, s_value = _first(scene, "generateSubtitles", "generate_subtitles", "subtitles")
         scene_id = scene.get("id", i + 1)
-        if not isinstance(scene_id, (str, int, float)) or isinstance(scene_id, bool) or len(str(scene_id)) > 64:
+        if (not isinstance(scene_id, (str, int, float)) or isinstance(scene_id, bool) or len(str(scene_id)) > 64
+                or (isinstance(scene_id, float) and not math.isfinite(scene_id))
+                or (isinstance(scene_id, str) and not _is_unicode(scene_id))):
             raise InvalidInput.field(f"{where}.id", "must be a short string or number")
         out_scenes.append({"id": scene_id, "script": script, "avatar_id": avatar.id, "voice_id": voice,
-                           "subtitles": _bool(s_value, f"{where}.{s_name}", subs_default)})
+                           "subtitles": parse_bool(s_value, f"{where}.{s_name}", subs_default)})
     if total > MAX_TOTAL_CHARS:
         raise InvalidInput.field("scenes", f"scripts total {total} characters; at most {MAX_TOTAL_CHARS} per video")
     return {"scenes": out_scenes, **_common(params)}

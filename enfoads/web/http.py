@@ -21,19 +21,52 @@ MAX_JSON_DEPTH = 32
 MEDIA_URL_TTL_S = 24 * 3600
 
 
-def _depth(value: Any, limit: int) -> int:
-    """Nesting depth, stopping early past ``limit`` (iterative: no recursion on hostile input)."""
-    deepest, stack = 0, [(value, 1)]
+def _check_tree(value: Any, limit: int) -> None:
+    """Depth and text checks on parsed JSON, iteratively (no recursion on hostile input).
+
+    Strings must be valid Unicode: a lone surrogate (``"\\ud800"``) parses in
+    Python but breaks tokenizers, SQLite and the browser later on.
+    """
+    stack = [(value, 1, "")]
     while stack:
-        item, depth = stack.pop()
+        item, depth, where = stack.pop()
         if depth > limit:
-            return depth
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
+            raise InvalidInput(f"the JSON body is nested deeper than {limit} levels")
+        if isinstance(item, _JsonConstant):
+            raise InvalidInput.field(where or "body", f"{item.name} is not valid JSON; send a finite number")
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput.field(where or "body", "contains invalid Unicode (a lone surrogate)") from None
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                stack.append((key, depth + 1, path))
+                stack.append((child, depth + 1, path))
         elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+            stack.extend((child, depth + 1, f"{where}[{i}]") for i, child in enumerate(item))
+
+
+class _JsonConstant:
+    """NaN or Infinity in a body: Python's json accepts them, JSON does not (nor the browser)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _read_body(max_bytes: float | None) -> bytes:
+    """The raw body, refusing more than ``max_bytes`` also when it arrives chunked (no Content-Length)."""
+    max_bytes = int(max_bytes) if max_bytes is not None else None
+    too_large = PayloadTooLarge(f"the body is over the {(max_bytes or 0) / 1_000_000:g} MB limit for this route")
+    if max_bytes is not None and (request.content_length or 0) > max_bytes:
+        raise too_large
+    if max_bytes is None or request.content_length is not None:
+        return request.get_data(cache=True)
+    data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    return data
 
 
 def json_body(max_bytes: int | None = None) -> dict:
@@ -42,19 +75,16 @@ def json_body(max_bytes: int | None = None) -> dict:
         raise UnsupportedMediaType(
             f"send a JSON body with Content-Type: application/json (got {request.mimetype or 'none'})"
         )
-    if max_bytes is not None and (request.content_length or 0) > max_bytes:
-        raise PayloadTooLarge(f"the body is over the {max_bytes // 1_000_000} MB limit for this route")
-    raw = request.get_data(cache=True)
+    raw = _read_body(max_bytes)
     try:
-        body = json.loads(raw or b"null")
+        body = json.loads(raw or b"null", parse_constant=_JsonConstant)
     except RecursionError:
         raise InvalidInput("the JSON body is nested too deeply") from None
     except ValueError as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object")
-    if _depth(body, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    _check_tree(body, MAX_JSON_DEPTH)
     return body
 
 
