@@ -68,6 +68,7 @@ setup(
             "websocket-client>=1.7",
             "ipywidgets>=8",
             "jsonschema>=4",
+            "schemathesis>=4.0",
         ],
     },
     entry_points={"console_scripts": ["enfoads=enfoads.cli:main"]},

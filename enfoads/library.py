@@ -45,8 +45,9 @@ class Library:
                 raise InvalidInput.field(name, "required: a non-empty string")
         if "id" in item and (not isinstance(item["id"], (str, int)) or len(str(item["id"])) > 128):
             raise InvalidInput.field("id", "a string of at most 128 characters")
-        if item.get("prompt") is not None and not isinstance(item["prompt"], str):
-            raise InvalidInput.field("prompt", "must be a string")
+        for name in ("prompt", "createdAt", "name"):
+            if name in item and not isinstance(item[name], str):
+                raise InvalidInput.field(name, "must be a string")
         stored = {**item, "id": str(item.get("id") or uuid.uuid4().hex)}
         stored.setdefault("createdAt", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         try:

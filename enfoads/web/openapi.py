@@ -31,14 +31,15 @@ def _errors(*codes: int) -> dict:
 
 
 def _op(summary: str, responses: dict, *, body: dict | None = None, params: list | None = None,
-        public: bool = False, tags: list[str] | None = None, body_content: dict | None = None) -> dict:
+        public: bool = False, tags: list[str] | None = None, body_content: dict | None = None,
+        body_required: bool = True) -> dict:
     op: dict = {"summary": summary, "responses": responses}
     if tags:
         op["tags"] = tags
     if body is not None:
-        op["requestBody"] = {"required": True, "content": _json(body)}
+        op["requestBody"] = {"required": body_required, "content": _json(body)}
     if body_content is not None:
-        op["requestBody"] = {"required": True, "content": body_content}
+        op["requestBody"] = {"required": body_required, "content": body_content}
     if params:
         op["parameters"] = params
     if public:
@@ -89,7 +90,8 @@ def build_spec(server_url: str = "/") -> dict:
             {**_ok({"type": "object", "required": ["status", "token", "type"],
                     "properties": {"status": {"const": "success"}, "token": {"type": "string"},
                                    "type": {"const": "Bearer"}}}), **_errors(*COMMON)},
-            body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])},
+            # The body is optional and ignored (the frontend sends {"username": "demo_user"}).
+            body_content={"application/json": {"schema": {}}}, body_required=False, tags=["frontend"])},
         "/gpu-status": {"get": _op("GPU and residency status", {**_ok({
             "type": "object", "required": ["status", "device", "vram_total_gb", "models_loaded"],
             "properties": {"status": {"enum": ["online", "offline"]}, "device": {"type": "string"},

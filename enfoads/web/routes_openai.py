@@ -31,6 +31,8 @@ def _openai_error(status: int, message: str, param: str | None = None, code: str
 
 def _check_model(model, aliases: set, role: str) -> None:
     eng = engine()
+    if model is not None and not isinstance(model, str):  # a list or object is unhashable: a 400, not a 500
+        raise InvalidInput.field("model", f"must be a model name, not {type(model).__name__}")
     if model in aliases or model == eng.runtime.model_key(role):
         return
     raise InvalidInput.field("model", f"unknown model {model!r}; use {sorted(a for a in aliases if a)} or {eng.runtime.model_key(role)!r}")
