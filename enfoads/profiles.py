@@ -8,7 +8,7 @@ GPU when there is one (or a simulated GPU budget), else on the CPU.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Mapping
 
@@ -52,24 +52,21 @@ _GPU_ROLES = _roles(
     tts=RoleChoice("espeak-ng", "cpu", "none"),
 )
 
+_T4 = Profile(
+    name="t4",
+    description="NVIDIA T4 (Colab free tier): 15 GB VRAM, ~12 GB host RAM; fp16 everywhere",
+    roles=_GPU_ROLES,
+    # SDXL at 1024 px, batch 4, needs ~2.5 GB of activations beside its weights.
+    gpu_reserve_gb=2.5,
+    ram_reserve_gb=3.0,
+    requires_cuda=True,
+)
+
 PROFILES: Mapping[str, Profile] = MappingProxyType(
     {
-        "t4": Profile(
-            name="t4",
-            description="NVIDIA T4 (Colab free tier): 15 GB VRAM, ~12 GB host RAM; fp16 everywhere",
-            roles=_GPU_ROLES,
-            # SDXL at 1024 px, batch 4, needs ~2.5 GB of activations beside its weights.
-            gpu_reserve_gb=2.5,
-            ram_reserve_gb=3.0,
-            requires_cuda=True,
-        ),
-        "gpu": Profile(
-            name="gpu",
-            description="Any other CUDA GPU: the T4 models, budget = total VRAM minus a reserve",
-            roles=_GPU_ROLES,
-            gpu_reserve_gb=2.5,
-            ram_reserve_gb=3.0,
-            requires_cuda=True,
+        "t4": _T4,
+        "gpu": replace(
+            _T4, name="gpu", description="Any other CUDA GPU: the T4 models, budget = total VRAM minus a reserve"
         ),
         "cpu": Profile(
             name="cpu",
