@@ -60,10 +60,8 @@ def generate_image():
     if early is not None:
         return early
     result = job.result or {}
-    ids = result_asset_ids(job)
-    images = [_data_uri(i) for i in ids if engine().assets.get(i).kind == "image"]
-    image_ids = result.get("image_asset_ids") or ids
-    images = [_data_uri(i) for i in image_ids]
+    # The images themselves, not their preview frames (which follow them in asset_ids).
+    images = [_data_uri(i) for i in result.get("image_asset_ids") or result_asset_ids(job)[:1]]
     return jsonify(
         {
             "status": "success",
