@@ -21,8 +21,12 @@ finish the long job must still be running (every request overlapped GPU
 work); it is cancelled, and every tiny job must then succeed. Figures:
 p50/p95/p99 per route (client-side wall time of each request, one connection
 per request), unexpected answers, 429s per route, and the growth of the
-server's resident memory (``VmRSS`` from ``/proc/<pid>/status``) between two
-quiet moments: warm before the run and after the queue drained.
+server's resident memory (``VmRSS`` from ``/proc/<pid>/status``, read at quiet
+moments: the worker idle, the queue drained). The server runs with
+``MALLOC_MMAP_THRESHOLD_=1048576`` (``--glibc-defaults`` to leave it out):
+glibc then returns freed blocks of 1 MB and more to the OS at once and VmRSS
+tracks live memory; with its default, self-raising threshold it keeps torch's
+freed activations and VmRSS swings by +-100 MB between two quiet moments.
 
 ``--limits high`` (default) moves the rate limits out of the way: no 429 is
 expected. ``--limits default`` keeps the shipped ones (``1200/minute`` for
@@ -35,9 +39,11 @@ requests/s. The 2-core reference machine saturates near 400 requests/s with
 torch running on both cores; past that, latency is queueing (see README).
 
 ``--passes`` (2) runs the whole measurement again on the same server and
-reports the last: the first run grows the resident memory once (glibc's
-per-thread arenas for 50 concurrent request threads, allocator high-water
-marks of the first long job), later runs show whether it keeps growing.
+reports the last. The first run on a fresh server may grow the resident
+memory once (caches, thread arenas; by 100-220 MB with glibc's defaults, a few
+MB without): ``warmup_rss_growth_mb``, idle before to idle after. ``rss_growth_mb`` is then the growth over the last run, idle after the
+previous run to idle after it (the same point of the cycle): what keeps
+growing, i.e. a leak.
 
 Last line: ``load_light_p99_ms=<value>``: p99 over the light routes
 (health, gpu_status, magic_prompt, job_poll), goal < 100.
@@ -67,6 +73,10 @@ SUBMIT_ROUTES = ("submit",)
 EXPECTED = {"health": {200}, "gpu_status": {200}, "magic_prompt": {200}, "job_poll": {200}, "submit": {202}}
 LONG_JOB = {"prompt": "load bench: keep the GPU worker busy", "width": 1536, "height": 1536, "steps": 50,
             "seed": 7, "cache": False}
+# glibc keeps freed blocks below its (self-raising, up to 32 MB) mmap threshold in its arenas: with torch
+# activations of a few MB the server's VmRSS then swings by +-100 MB between two quiet moments, hiding any
+# leak. A fixed 1 MB threshold returns big blocks to the OS when freed, so VmRSS tracks live memory.
+MEASURE_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 PROMPTS = ["a red sneaker on a beach", "coffee cup, morning light", "a lamp in an empty room", "city at night"]
 
 
@@ -385,6 +395,16 @@ def report(f: dict, log=print) -> None:
     log(f"load_light_p99_ms={f['light_p99_ms']:.1f}")
 
 
+def steady_rss_growth(earlier: dict, later: dict) -> float:
+    """Resident memory growth over the later run: idle after it minus idle after the earlier one.
+
+    Both readings are taken at the same point of the cycle (the queue just drained), which the
+    reading before a run is not (it follows the warm-up's big one-step job, whose memory glibc
+    may or may not have returned yet: +-50 MB).
+    """
+    return later["rss_idle_after_mb"] - earlier["rss_idle_after_mb"]
+
+
 def limit_env(limits: str) -> dict:
     if limits == "default":
         from enfoads.settings import Settings
@@ -407,6 +427,9 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=2, help="runs on the same server; figures from the last "
                                                            "(the first warms allocator arenas and caches up)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--server-env", default="{}", help="extra environment for the server, as JSON")
+    ap.add_argument("--glibc-defaults", action="store_true",
+                    help=f"do not set {', '.join(MEASURE_ENV)} for the server (VmRSS then swings by +-100 MB)")
     args = ap.parse_args()
 
     from startup import spawn_server
@@ -417,24 +440,28 @@ def main() -> int:
         tmp = Path(tmp)
         models = args.models_dir or tmp / "models"
         build_tiny_kit(models)
-        srv = spawn_server(models, tmp / "data", extra_env=limit_env(args.limits))
+        env = {**({} if args.glibc_defaults else MEASURE_ENV), **limit_env(args.limits), **json.loads(args.server_env)}
+        srv = spawn_server(models, tmp / "data", extra_env=env)
         try:
             srv.wait_ready()
             default = args.limits == "default"
             passes = 1 if default else max(1, args.passes)  # the default limits allow one pass a minute
-            growth = []
+            runs = []
             for n in range(passes):
-                figures = measure(srv, clients=args.clients, per_client=args.requests, think_ms=args.think_ms,
-                                  jobs=args.jobs if args.jobs is not None else (2 * args.clients if default else 20),
-                                  limits=args.limits, drain=not default)
-                growth.append(figures["rss_growth_mb"])
+                runs.append(measure(srv, clients=args.clients, per_client=args.requests, think_ms=args.think_ms,
+                                    jobs=args.jobs if args.jobs is not None else (2 * args.clients if default else 20),
+                                    limits=args.limits, drain=not default))
                 if n < passes - 1:
-                    print(f"pass {n + 1} (warm-up): light_p99_ms={figures['light_p99_ms']:.1f} "
-                          f"unexpected={figures['unexpected_count']} "
-                          f"warmup_rss_growth_mb={figures['rss_growth_mb']:.1f}")
+                    print(f"pass {n + 1} (warm-up): light_p99_ms={runs[-1]['light_p99_ms']:.1f} "
+                          f"unexpected={runs[-1]['unexpected_count']} "
+                          f"warmup_rss_growth_mb={runs[-1]['rss_growth_mb']:.1f}")
         finally:
             srv.stop()
-    figures["rss_growth_by_pass_mb"] = growth
+    figures = runs[-1]
+    if len(runs) > 1:
+        figures["rss_growth_mb"] = steady_rss_growth(runs[-2], runs[-1])
+        figures["rss_growth_by_pass_mb"] = [runs[0]["rss_growth_mb"]] + [
+            steady_rss_growth(a, b) for a, b in zip(runs, runs[1:])]
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
     report(figures)
