@@ -214,8 +214,7 @@ print("NOTEBOOK_CHECK " + json.dumps({"health": server.health(), "image_size": l
 
 @pytest.mark.slow
 def test_notebook_runs_end_to_end_headless(models_dir, tmp_path, monkeypatch):
-    if not colab.serve_command_available():
-        pytest.skip("waits for `enfoads serve` (the HTTP API issue): the notebook starts it")
+    assert colab.serve_command_available(), "the notebook starts `enfoads serve`; it must exist"
     from nbclient import NotebookClient
 
     data_dir = tmp_path / "data"
