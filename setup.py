@@ -49,6 +49,8 @@ setup(
         # binary with libx264 and AAC, so no system ffmpeg is needed.
         "piper-tts>=1.8",
         "imageio-ffmpeg>=0.5",
+        # NVML bindings: /gpu-status reports the GPU's real utilisation.
+        "nvidia-ml-py>=12",
     ],
     extras_require={
         # onnxruntime-gpu shares the `onnxruntime/` folder with onnxruntime:

@@ -19,7 +19,8 @@ GB = 10**9
 MB = 10**6
 
 LICENCE_SDXL = "CreativeML Open RAIL++-M"
-LICENCE_OPENRAIL_M = "OpenRAIL-M"
+# ByteDance/SDXL-Lightning's model card: "license: openrail++" (SDXL's own licence).
+LICENCE_SDXL_LIGHTNING = "CreativeML Open RAIL++-M (openrail++)"
 LICENCE_SD_TURBO = "Stability AI Non-Commercial Research Community License"
 LICENCE_INSIGHTFACE = "non-commercial research use only (InsightFace pretrained models)"
 LICENCE_MIT = "MIT"
@@ -92,8 +93,10 @@ REV_INSWAPPER = "6ffdf0e83c5996cc425e77b59913fc48d79441be"
 REV_WHISPER_TURBO = "0a363e9161cbc7ed1431c9597a8ceaf0c4f78fcf"
 REV_WHISPER_SMALL = "536b0662742c02347bc0e980a01041f333bce120"
 
-# The files faster-whisper itself downloads for a model (faster_whisper.utils.download_model).
-WHISPER_FILES = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*")
+# The files faster-whisper itself downloads for a model (faster_whisper.utils.download_model),
+# less preprocessor_config.json: only the 128-mel repositories (large-v3, turbo)
+# have one, and every literal pattern here is required to exist.
+WHISPER_FILES = ("config.json", "model.bin", "tokenizer.json", "vocabulary.*")
 
 SDXL_BASE = HubFiles(
     "stabilityai/stable-diffusion-xl-base-1.0",
@@ -128,7 +131,7 @@ def _lightning(steps: int) -> ModelEntry:
         runtime="torch",
         loader="sdxl_lightning",
         description=f"SDXL base 1.0 with the SDXL-Lightning {steps}-step UNet (ByteDance), fp16-fix VAE",
-        licence=f"{LICENCE_SDXL} (base); {LICENCE_OPENRAIL_M} (SDXL-Lightning)",
+        licence=f"{LICENCE_SDXL} (base); {LICENCE_SDXL_LIGHTNING} (SDXL-Lightning)",
         # UNet 5.14 GB + text encoders 1.64 GB + VAE 0.33 GB
         download_bytes=int(7.11 * GB),
         vram_bytes=int(7.3 * GB),
@@ -263,6 +266,8 @@ CATALOG: dict[str, ModelEntry] = {
             loader="whisper",
             description="Whisper large-v3-turbo converted for CTranslate2 (faster-whisper's 'turbo')",
             licence=LICENCE_MIT,
+            # OpenAI's turbo was fine-tuned on transcription only: it was not trained to translate.
+            options={"translates": False},
             download_bytes=int(1.62 * GB),
             vram_bytes=int(1.8 * GB),
             ram_bytes=int(1.0 * GB),
@@ -270,7 +275,8 @@ CATALOG: dict[str, ModelEntry] = {
                 "model": HubFiles(
                     "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
                     revision=REV_WHISPER_TURBO,
-                    allow_patterns=WHISPER_FILES,
+                    # 128 mel bins: without this file faster-whisper would compute 80.
+                    allow_patterns=(*WHISPER_FILES, "preprocessor_config.json"),
                     sha256=(
                         ("config.json", "b0253ea6c0d3bea6b1e19e91a02acfd3b53f4467362efcb5a3e6b16c9b3a9b7e"),
                         ("model.bin", "e76620f83d5f5b69efd3d87e3dc180c1bd21df9fbebacfd4335e5e1efcc018da"),
@@ -329,6 +335,32 @@ CATALOG: dict[str, ModelEntry] = {
             ram_bytes=int(20 * MB),
         ),
     )
+}
+
+
+# Files-only entries: weights another model loads into itself, installed on request.
+SDXL_BASE_UNET = ModelEntry(
+    id="sdxl-base-unet",
+    role="extra",  # not a model a request can name: weights for the image model
+    runtime="files",  # no model of its own: copied into the resident Lightning UNet
+    loader="files",
+    description="SDXL base 1.0's own UNet, fp16: the quality mode (10-50 steps with guidance)",
+    licence=LICENCE_SDXL,
+    download_bytes=int(5.14 * GB),
+    vram_bytes=0,
+    ram_bytes=0,
+    sources={
+        "base": HubFiles(
+            SDXL_BASE.repo_id, revision=REV_SDXL_BASE, allow_patterns=("unet/diffusion_pytorch_model.fp16.safetensors",)
+        )
+    },
+)
+CATALOG[SDXL_BASE_UNET.id] = SDXL_BASE_UNET
+
+#: ``enfoads preload --with NAME``: optional downloads for profiles whose image model is SDXL-Lightning.
+PRELOAD_EXTRAS: dict[str, tuple[str, ...]] = {
+    "quality": (SDXL_BASE_UNET.id,),
+    "lightning-steps": ("sdxl-lightning-1step", "sdxl-lightning-2step", "sdxl-lightning-8step"),
 }
 
 

@@ -80,6 +80,7 @@ def cmd_preload(args: argparse.Namespace) -> int:
         report = preload(
             profile=settings.profile,
             only=(args.only or "").split(",") if args.only else None,
+            extras=(args.with_extras or "").split(","),
             models_dir=settings.models_dir,
             revisions=parse_revisions(args.revision),
             dry_run=args.dry_run,
@@ -122,6 +123,11 @@ def _add_preload_parsers(sub) -> None:
     )
     _settings_args(preload)
     preload.add_argument("--only", metavar="ROLES", help="comma-separated roles (image,faces,swapper,speech,tts) or model ids")
+    preload.add_argument(
+        "--with", dest="with_extras", metavar="EXTRAS",
+        help="optional downloads: quality (SDXL base's UNet, 5.1 GB: 10-50 steps with guidance), "
+        "lightning-steps (the 1-, 2- and 8-step UNets)",
+    )
     preload.add_argument("--dry-run", action="store_true", help="show what would be downloaded and whether it fits")
     preload.add_argument(
         "--revision",

@@ -69,6 +69,13 @@ class CapacityError(EnfoadsError):
     code = "no_capacity"
 
 
+class ModelNotInstalled(EnfoadsError):
+    """A model the request needs has no usable files here; the message names the command that installs it."""
+
+    status = 503
+    code = "model_not_installed"
+
+
 class NotImplementedInVersion(EnfoadsError):
     status = 501
     code = "not_implemented"

@@ -1,6 +1,6 @@
 """Download, verify and record every model a profile needs: ``enfoads preload``.
 
-    enfoads preload [--profile t4] [--only image,faces] [--dry-run]
+    enfoads preload [--profile t4] [--only image,faces] [--with quality] [--dry-run]
                     [--revision MODEL[.COMPONENT]=REV ...] [--xet]
     enfoads models [--verify] [--use MODEL=VERSION]
     python preload_models.py ...            # the same as `enfoads preload ...`
@@ -302,21 +302,27 @@ def piper_entries(voice_ids: Iterable[str] | None = None) -> list[ModelEntry]:
 
 
 def select_models(
-    profile: str, only: Iterable[str] | None = None, catalog: Mapping[str, ModelEntry] | None = None
+    profile: str,
+    only: Iterable[str] | None = None,
+    catalog: Mapping[str, ModelEntry] | None = None,
+    extras: Iterable[str] = (),
 ) -> list[ModelEntry]:
     """The catalogue entries a profile uses, optionally limited to some roles or model ids.
 
     The ``tts`` role also brings the default Piper voices (not in the tiny profile);
-    a single voice is chosen by its id (``piper:es_MX-claude-high``).
+    a single voice is chosen by its id (``piper:es_MX-claude-high``). ``extras``
+    names optional downloads (``PRELOAD_EXTRAS``: ``quality``, ``lightning-steps``),
+    for profiles whose image model is SDXL-Lightning.
     """
     from enfoads.profiles import PROFILES, ROLES
 
     catalog = CATALOG if catalog is None else catalog
     roles = PROFILES[profile].roles
     voices = piper_entries() if profile != "tiny" else []
+    added = _extras(profile, extras, catalog)
     wanted = [w.strip() for w in (only or ()) if w.strip()]
     if not wanted:
-        return _unique([*(catalog[choice.model_id] for choice in roles.values()), *voices])
+        return _unique([*(catalog[choice.model_id] for choice in roles.values()), *voices, *added])
     all_voices = {e.id: e for e in piper_entries([w for w in wanted if w.startswith("piper:")])}
     chosen = []
     for word in wanted:
@@ -333,7 +339,27 @@ def select_models(
                 f"--only {word!r}: not a role ({', '.join(ROLES)}), a model id ({', '.join(sorted(catalog))}) "
                 "nor a Piper voice id (piper:NAME)"
             )
-    return _unique(chosen)
+    return _unique([*chosen, *added])
+
+
+def _extras(profile: str, names: Iterable[str], catalog: Mapping[str, ModelEntry]) -> list[ModelEntry]:
+    from enfoads.catalog import PRELOAD_EXTRAS
+    from enfoads.profiles import PROFILES
+
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        return []
+    image = catalog[PROFILES[profile].roles["image"].model_id]
+    if image.loader != "sdxl_lightning" or image.tiny:
+        raise PreloadError(
+            f"--with {','.join(names)}: the {profile!r} profile's image model ({image.id}) has no optional downloads"
+        )
+    out = []
+    for name in names:
+        if name not in PRELOAD_EXTRAS:
+            raise PreloadError(f"--with {name!r}: choose from {', '.join(PRELOAD_EXTRAS)}")
+        out.extend(catalog[i] for i in PRELOAD_EXTRAS[name])
+    return out
 
 
 def _unique(entries: Iterable[ModelEntry]) -> list[ModelEntry]:
@@ -800,6 +826,7 @@ def preload(
     *,
     profile: str = "auto",
     only: Iterable[str] | None = None,
+    extras: Iterable[str] = (),
     models_dir: Path | None = None,
     revisions: Mapping[str, str] | None = None,
     dry_run: bool = False,
@@ -817,6 +844,7 @@ def preload(
         models: catalogue entries to install; default: those of ``profile`` and ``only``.
         profile: ``auto``, ``t4``, ``gpu``, ``cpu`` or ``tiny`` (tiny builds the tiny kit).
         only: roles (``image``, ``faces``...) or model ids to limit the run to.
+        extras: optional downloads by name (``quality``: SDXL base's UNet for 10-50 steps).
         models_dir: the cache root; default ``Settings().models_dir`` (the HF cache).
         revisions: ``{"MODEL[.COMPONENT]" or repo id: revision}`` to install instead of the pins.
         dry_run: plan only (asks the hub for sizes), download nothing.
@@ -839,7 +867,7 @@ def preload(
         models_dir = Settings().models_dir
     models_dir = Path(models_dir).expanduser()
     if models is None:
-        models = select_models(resolve_profile_name(profile), only)
+        models = select_models(resolve_profile_name(profile), only, extras=extras)
     revisions = dict(revisions or {})
     manifest = Manifest.load(models_dir)
     plans = [ModelPlan(e) for e in models]

@@ -163,8 +163,14 @@ def detect_hardware() -> Hardware:
     )
 
 
-def choose_profile(name: str, hardware: Hardware) -> Profile:
-    """Resolve ``auto`` from the hardware; reject a GPU profile on a machine without CUDA."""
+def choose_profile(name: str, hardware: Hardware, *, simulated_gpu: bool = False) -> Profile:
+    """Resolve ``auto`` from the hardware; reject a GPU profile on a machine without CUDA.
+
+    ``simulated_gpu`` (an explicit ``ENFOADS_GPU_BUDGET_GB`` on a machine without
+    CUDA) lets ``t4`` and ``gpu`` run on the CPU: the same models, selection and
+    residency policy, with what a CPU forces instead of CUDA: torch in float32,
+    CTranslate2 in int8, ONNX Runtime's CPU provider (see ``enfoads.adapters``).
+    """
     if name == "auto":
         if not hardware.cuda:
             return PROFILES["cpu"]
@@ -172,6 +178,9 @@ def choose_profile(name: str, hardware: Hardware) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
     profile = PROFILES[name]
-    if profile.requires_cuda and not hardware.cuda:
-        raise ValueError(f"profile {name!r} needs a CUDA GPU and none was found; use 'cpu' or 'tiny'")
+    if profile.requires_cuda and not hardware.cuda and not simulated_gpu:
+        raise ValueError(
+            f"profile {name!r} needs a CUDA GPU and none was found; use 'cpu' or 'tiny' "
+            "(or set ENFOADS_GPU_BUDGET_GB to simulate a GPU on the CPU)"
+        )
     return profile

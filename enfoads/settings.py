@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         return Settings(**{**self.model_dump(exclude_unset=True), **given}) if given else self
 
     def resolve_profile(self, hardware: Hardware) -> Profile:
-        return choose_profile(self.profile, hardware)
+        return choose_profile(self.profile, hardware, simulated_gpu=self.gpu_budget_gb is not None)
 
     def gpu_budget_bytes(self, profile: Profile, hardware: Hardware) -> int:
         """Bytes of GPU memory models may use.

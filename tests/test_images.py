@@ -421,12 +421,18 @@ def t4(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fake-hub")
     src = CATALOG["sdxl-lightning-4step"].sources
-    _fake_snapshot(root, src["base"].repo_id,
-                   {"model_index.json": "{}", "unet/config.json": "{}", "scheduler/scheduler_config.json": "{}"},
-                   src["base"].revision)
+    # Every file the catalogue's patterns select (presence checks them), no weights worth loading.
+    base_files = {"model_index.json": "{}", "unet/config.json": "{}", "vae/config.json": "{}",
+                  "scheduler/scheduler_config.json": "{}"}
+    for enc in ("text_encoder", "text_encoder_2"):
+        base_files.update({f"{enc}/config.json": "{}", f"{enc}/model.fp16.safetensors": "x"})
+    for tok in ("tokenizer", "tokenizer_2"):
+        base_files[f"{tok}/vocab.json"] = "{}"
+    _fake_snapshot(root, src["base"].repo_id, base_files, src["base"].revision)
     _fake_snapshot(root, src["unet"].repo_id, {"sdxl_lightning_4step_unet.safetensors": "x",
                                                "sdxl_lightning_8step_unet.safetensors": "x"}, src["unet"].revision)
-    _fake_snapshot(root, src["vae"].repo_id, {"config.json": "{}"}, src["vae"].revision)
+    _fake_snapshot(root, src["vae"].repo_id, {"config.json": "{}", "diffusion_pytorch_model.safetensors": "x"},
+                   src["vae"].revision)
     hw = Hardware(cuda=True, device_name="Tesla T4", vram_total_bytes=15 * GIB, cuda_version="12.4", driver="550",
                   ram_total_bytes=12 * GIB, ram_available_bytes=11 * GIB, cpu_count=2)
     rt = build_runtime(Settings(profile="auto", models_dir=root, data_dir=tmp_path_factory.mktemp("t4-data")), hw)

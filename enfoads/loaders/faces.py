@@ -113,7 +113,12 @@ def load_face_analysis(
 def load_swapper(model_file, *, providers: list):
     """insightface ``INSwapper`` for ``inswapper_128.onnx`` (or a file like it)."""
     providers = _check_providers(providers)
-    path = _require_file(Path(model_file).expanduser(), "Face swapper model").resolve()
+    # absolute(), never resolve(): in the Hugging Face cache the file is a
+    # symlink to blobs/<sha256>, a name without ".onnx", and insightface's
+    # model_zoo treats such a path as a pack folder (returns None).
+    path = _require_file(Path(model_file).expanduser(), "Face swapper model").absolute()
+    if path.suffix != ".onnx":
+        raise ValueError(f"{path} is not an .onnx file; insightface loads swappers by that suffix")
     from insightface import model_zoo
 
     swapper = model_zoo.get_model(str(path), providers=providers)

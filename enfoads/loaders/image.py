@@ -22,6 +22,40 @@ def _has_fp16_variant(base_dir: Path) -> bool:
     return any(base_dir.glob("*/*.fp16.safetensors"))
 
 
+_WEIGHT_NAMES = ("diffusion_pytorch_model", "model")
+
+
+def component_weights(folder, component: str) -> Path | None:
+    """The safetensors file of a pipeline component (plain or fp16 variant), or None.
+
+    Either is loadable: :func:`weights_variant` asks diffusers for ``fp16``
+    where a folder holds only those.
+    """
+    sub = Path(folder) / component
+    names = [f"{n}{v}.safetensors" for v in ("", ".fp16") for n in _WEIGHT_NAMES]
+    return next((sub / n for n in names if (sub / n).is_file()), None)
+
+
+def weights_variant(folder, dtype: str) -> str | None:
+    """The diffusers ``variant`` to load a folder with for ``dtype``.
+
+    fp16 files for a half-precision load when present. For an fp32 load the
+    plain files, unless the folder holds only ``*.fp16.safetensors`` (what
+    ``enfoads preload`` fetches: half the download): then ``variant="fp16"``,
+    and ``torch_dtype=float32`` upcasts them. Without it diffusers looks for
+    ``diffusion_pytorch_model.bin`` and fails.
+    """
+    folder = Path(folder)
+    if not _has_fp16_variant(folder):
+        return None
+    if dtype in ("float16", "bfloat16"):
+        return "fp16"
+    plain = any(
+        (sub / f"{n}.safetensors").is_file() for sub in folder.iterdir() if sub.is_dir() for n in _WEIGHT_NAMES
+    )
+    return None if plain else "fp16"
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{what} not found at {path}; run `enfoads preload` to download it")
@@ -85,7 +119,7 @@ def load_sdxl_lightning(
     extra = {}
     if vae_dir is not None:
         extra["vae"] = AutoencoderKL.from_pretrained(_require(Path(vae_dir), "VAE folder"), torch_dtype=torch_dtype)
-    variant = "fp16" if _has_fp16_variant(base_dir) else None
+    variant = weights_variant(base_dir, dtype)
     pipe = StableDiffusionXLPipeline.from_pretrained(
         base_dir, unet=unet, torch_dtype=torch_dtype, variant=variant, add_watermarker=False, **extra
     )
@@ -214,7 +248,7 @@ def load_diffusers_folder(folder, *, device: str = "cpu", dtype: str = "float32"
     from diffusers import AutoPipelineForText2Image
 
     folder = _require(Path(folder), "diffusers model folder")
-    variant = "fp16" if dtype == "float16" and _has_fp16_variant(folder) else None
+    variant = weights_variant(folder, dtype)
     pipe = AutoPipelineForText2Image.from_pretrained(folder, torch_dtype=_torch_dtype(dtype), variant=variant)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -735,7 +735,8 @@ class ImageService:
             base_ok = layout["base_unet"] is not None
             out.append({"id": "base", "kind": "rule", "valid": base_ok, "default": False, "family": "sdxl",
                         "description": "SDXL base 1.0 (quality mode: 10-50 steps with guidance)",
-                        "reason": None if base_ok else "the SDXL base UNet weights are not installed"})
+                        "reason": None if base_ok else "the SDXL base UNet weights are not installed "
+                                                              "(`enfoads preload --with quality`)"})
         for entry in CATALOG.values():
             if entry.role != "image":
                 continue
@@ -842,10 +843,10 @@ class ImageService:
             if use_base and layout["base_unet"] is None:
                 if kind == "base":
                     raise InvalidInput.field("model", "the SDXL base UNet (quality mode) is not installed; "
-                                                      "run `enfoads preload` with the base weights")
+                                                      "run `enfoads preload --with quality`")
                 use_base = False
-                notes.append(f"{steps} steps needs the quality model (SDXL base UNet), which is not installed; "
-                             f"ran SDXL-Lightning instead")
+                notes.append(f"{steps} steps needs the quality model (SDXL base UNet), which is not installed "
+                             f"(`enfoads preload --with quality`); ran SDXL-Lightning instead")
             if use_base:
                 mode = "quality"
                 if kind == "base" and steps_req is None:

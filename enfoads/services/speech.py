@@ -334,6 +334,14 @@ def transcribe(model, audio, options: TranscribeOptions, *,
     )
 
 
+def translation_warnings(entry, task: str) -> list[str]:
+    """Why a translation from this model may be poor (large-v3-turbo was not trained to translate)."""
+    if task != "translate" or entry.options.get("translates", True):
+        return []
+    return [f"{entry.id} was trained for transcription only, not translation: its English translation may be "
+            "poor or stay in the spoken language; the cpu profile's faster-whisper-small translates"]
+
+
 def empty_transcript(options: TranscribeOptions) -> Transcript:
     """What empty audio gives: no segment, no text (the model is not even loaded)."""
     return Transcript(
@@ -529,6 +537,7 @@ def job_kinds(runtime, *, assets=None) -> list[JobKind]:
         ctx.progress(0, "decoding audio")
         audio = service.decode(params["audio"], assets=ctx.assets)
         transcript = service.run(audio.samples, options, progress=ctx.progress)
+        warnings = translation_warnings(runtime.entry("speech"), options.task)
         body = render(transcript, options.response_format)
         asset = ctx.save_bytes(encode_body(body), ASSET_MIMES[options.response_format], duration=transcript.duration)
         return {
@@ -545,6 +554,7 @@ def job_kinds(runtime, *, assets=None) -> list[JobKind]:
             "duration": transcript.duration,
             "duration_after_vad": transcript.duration_after_vad,
             "segment_count": len(transcript.segments),
+            "warnings": warnings,
         }
 
     return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]

@@ -46,13 +46,26 @@ def _subclasses(cls):
         yield from _subclasses(sub)
 
 
-_STATUS_BY_TYPE = {cls.__name__: cls.status for cls in _subclasses(E.EnfoadsError)}
-_STATUS_BY_TYPE.update({"ModelMemoryError": 503, "QueueFullError": 429})
+def _by_type() -> dict[str, tuple[int, str]]:
+    # Failed jobs record their error's class name; these are the names the web answers for.
+    import enfoads.registry  # noqa: F401 - registers ModelNotInstalledError as a subclass
+
+    table = {cls.__name__: (cls.status, cls.code) for cls in _subclasses(E.EnfoadsError)}
+    table.update({"ModelMemoryError": (503, "out_of_memory"), "QueueFullError": (429, "queue_full")})
+    return table
+
+
+_BY_TYPE = _by_type()
 
 
 def status_for_job_error(error: dict | None) -> int:
     """The HTTP status for a failed job's recorded error (bad input stays a 4xx)."""
-    return _STATUS_BY_TYPE.get((error or {}).get("type", ""), 500)
+    return _BY_TYPE.get((error or {}).get("type", ""), (500, ""))[0]
+
+
+def code_for_job_error(error: dict | None) -> str | None:
+    """The error code for a failed job's recorded error, or None for the status's generic one."""
+    return _BY_TYPE.get((error or {}).get("type", ""), (500, None))[1]
 
 
 def init_app(app: Flask) -> None:

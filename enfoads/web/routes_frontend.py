@@ -6,7 +6,7 @@ import base64
 from flask import Blueprint, jsonify, request, send_file, url_for
 
 from enfoads.errors import InvalidInput, NotImplementedInVersion
-from enfoads.web.errors import error_response, status_for_job_error
+from enfoads.web.errors import code_for_job_error, error_response, status_for_job_error
 from enfoads.web.http import MEDIA_URL_TTL_S, json_body, result_asset_ids
 from enfoads.web.state import engine, state
 
@@ -37,7 +37,8 @@ def _run_sync(kind: str, params: dict):
     if job.state == "failed":
         error = job.error or {}
         return job, error_response(
-            status_for_job_error(error), error.get("message") or "the job failed", details={"job_id": job.id}
+            status_for_job_error(error), error.get("message") or "the job failed", code_for_job_error(error),
+            details={"job_id": job.id},
         )
     if job.state == "cancelled":
         return job, error_response(409, "the job was cancelled", "cancelled", details={"job_id": job.id})

@@ -41,6 +41,8 @@ def _gpu_figures(eng) -> dict:
         "vram_reserved_gb": 0.0,
         "vram_free_gb": 0.0,
         "utilization_percent": 0,
+        "utilization_source": "none",
+        "vram_used_percent": 0,
     }
     if hw.cuda:
         import torch
@@ -50,7 +52,8 @@ def _gpu_figures(eng) -> dict:
             vram_allocated_gb=round(torch.cuda.memory_allocated(0) / GIB, 2),
             vram_reserved_gb=round(torch.cuda.memory_reserved(0) / GIB, 2),
             vram_free_gb=round(free / GIB, 2),
-            utilization_percent=round(100 * (total - free) / total) if total else 0,
+            vram_used_percent=round(100 * (total - free) / total) if total else 0,
+            **gpu_utilization(0),
         )
     figures["models_loaded"] = [row["id"] for row in stats.models if row["tier"]]
     figures["residency"] = stats.as_dict()
@@ -59,6 +62,26 @@ def _gpu_figures(eng) -> dict:
     figures["host_ram_available_gb"] = round(ram_available / GIB, 2)
     figures["profile"] = eng.runtime.profile.name
     return figures
+
+
+def gpu_utilization(index: int) -> dict:
+    """The GPU's busy percentage over the last sample period, from NVML (``nvidia-ml-py``).
+
+    Where NVML cannot be read the figure is None and ``utilization_source``
+    says so: VRAM in use is ``vram_used_percent``, never passed off as load.
+    """
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            busy = int(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML library, no driver, a container without it
+        return {"utilization_percent": None, "utilization_source": "unavailable"}
+    return {"utilization_percent": busy, "utilization_source": "nvml"}
 
 
 @bp.get("/gpu-status")
