@@ -1,8 +1,10 @@
 """Replay a recorded mixed trace through the real residency manager on T4 budgets.
 
-Models have their real fp16 sizes (from the catalogue) and run with simulated
-weights (``enfoads.simulation``); the manager, its planner and its accounting
-are the product's own. Prints loads, bytes moved, over-budget moments (must be
+Models have their real fp16 sizes and the host RAM their loads stage (from the
+catalogue) and run with simulated weights (``enfoads.simulation``); the budgets
+are those ``build_runtime`` derives on a Colab T4 (``Settings`` with the ``t4``
+profile on ``enfoads.simulation.T4_HARDWARE``); the manager, its planner and its
+accounting are the product's own. Prints loads, bytes moved, over-budget moments (must be
 0) and, last, ``residency_vs_belady=<ratio>``: the manager's GPU loads over
 those of the clairvoyant furthest-next-use (Belady) policy on the same trace
 and GPU budget. Goal <= 1.10.
@@ -17,28 +19,29 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from enfoads.catalog import CATALOG, GB, MB
+from enfoads.adapters import staging_bytes_for
+from enfoads.catalog import CATALOG, GB
 from enfoads.residency import CPU, GPU, ResidencyManager
-from enfoads.simulation import SimulatedAdapter
+from enfoads.simulation import EXTRA_CPU_MODELS, SIMULATED_GPU_DEVICE, T4_HARDWARE, SimulatedAdapter, t4_budgets
 
 HERE = Path(__file__).parent
-# A Colab T4: 15 GB of VRAM, 12 GB of host RAM; the t4 profile's reserves.
-T4_VRAM, T4_RAM = 15 * GB, 12 * GB
-GPU_RESERVE, RAM_RESERVE = int(2.5 * GB), int(3.0 * GB)
+# A Colab T4 (15.8 GB of VRAM; 12.7 GB of RAM, ~9.7 GB available at start) and the budgets
+# the t4 profile leaves of it: VRAM minus 2.5 GiB, available RAM minus 3 GiB.
+T4_VRAM, T4_RAM = T4_HARDWARE.vram_total_bytes, T4_HARDWARE.ram_available_bytes
+_GPU_BUDGET, _RAM_BUDGET = t4_budgets()
+GPU_RESERVE, RAM_RESERVE = T4_VRAM - _GPU_BUDGET, T4_RAM - _RAM_BUDGET
 
-# Piper voices are not in the catalogue yet: a medium voice is ~63 MB of ONNX.
-EXTRA_SIZES = {"piper-es_MX": (0, int(110 * MB), "onnxruntime", CPU)}
 
-
-def model_table(trace: list[list[str]]) -> dict[str, tuple[int, int, str, str]]:
-    """id -> (vram bytes, ram bytes, runtime, preferred tier)."""
+def model_table(trace: list[list[str]]) -> dict[str, tuple[int, int, str, str, int]]:
+    """id -> (vram bytes, ram bytes, runtime, preferred tier, staging bytes of a GPU load)."""
     table = {}
     for key in {k for request in trace for k in request}:
         if key in CATALOG:
             e = CATALOG[key]
-            table[key] = (e.vram_bytes, e.ram_bytes, e.runtime, GPU)
+            table[key] = (e.vram_bytes, e.ram_bytes, e.runtime, GPU, staging_bytes_for(e))
         else:
-            table[key] = EXTRA_SIZES[key]
+            ram, runtime = EXTRA_CPU_MODELS[key]
+            table[key] = (0, ram, runtime, CPU, 0)
     return table
 
 
@@ -54,11 +57,13 @@ class TickClock:
 
 
 def replay_manager(trace, table, gpu_budget, ram_budget) -> dict:
-    manager = ResidencyManager(gpu_budget=gpu_budget, ram_budget=ram_budget, gpu_device="cpu", clock=TickClock())
-    for key, (vram, ram, runtime, tier) in table.items():
+    manager = ResidencyManager(
+        gpu_budget=gpu_budget, ram_budget=ram_budget, gpu_device=SIMULATED_GPU_DEVICE, clock=TickClock()
+    )
+    for key, (vram, ram, runtime, tier, staging) in table.items():
         adapter = SimulatedAdapter(
-            key, vram if tier == GPU else ram, runtime=runtime, movable=runtime == "torch",
-            staging_bytes=ram if tier == GPU else 0,
+            key, vram if tier == GPU else ram, ram_size=ram, runtime=runtime, movable=runtime == "torch",
+            staging_bytes=staging if tier == GPU else 0,
         )
         manager.register(adapter, preferred=tier)
     over_budget = 0
@@ -125,7 +130,11 @@ def main(argv=None) -> int:
     ours = replay_manager(trace, table, gpu_budget, ram_budget)
     belady = belady_gpu_loads(trace, table, gpu_budget)
     print(f"trace: {args.trace.name}, {ours['requests']} requests over {len(table)} models")
-    print(f"budgets: GPU {gpu_budget / GB:.1f} GB, host RAM {ram_budget / GB:.1f} GB (T4: 15 GB VRAM, 12 GB RAM)")
+    print(
+        f"budgets: GPU {gpu_budget / GB:.2f} GB, host RAM {ram_budget / GB:.2f} GB "
+        f"(T4: {T4_VRAM / GB:.1f} GB VRAM, {T4_HARDWARE.ram_total_bytes / GB:.1f} GB RAM, "
+        f"{T4_RAM / GB:.1f} GB available; t4 profile reserves)"
+    )
     print(f"loads={ours['loads']} gpu_loads={ours['gpu_loads']} evictions={ours['evictions']}")
     print(f"bytes_moved={ours['bytes_moved'] / GB:.1f} GB")
     print(f"over_budget_moments={ours['over_budget']}")

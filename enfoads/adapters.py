@@ -30,6 +30,29 @@ def _is_cuda(device: str) -> bool:
     return device.startswith("cuda")
 
 
+def staging_bytes_for(entry: ModelEntry) -> int:
+    """Host RAM a load of ``entry`` onto the GPU holds: the catalogue's figure.
+
+    Entries without one (user models, test entries) are assumed to pass their whole
+    host-RAM footprint through the CPU.
+    """
+    return entry.ram_bytes if entry.staging_bytes is None else int(entry.staging_bytes)
+
+
+def _device_index(device: str) -> int:
+    _, _, index = device.partition(":")
+    return int(index) if index.isdigit() else 0
+
+
+# ONNX Runtime's CUDA execution provider, set for a shared card. kSameAsRequested: the
+# BFC arena grows by what a run asks for instead of doubling (kNextPowerOfTwo, the
+# default, can reserve GBs that no model of the budget owns). HEURISTIC: cuDNN picks
+# convolution algorithms by heuristics instead of benchmarking all of them (EXHAUSTIVE,
+# the default, allocates each candidate's workspace, which can be larger than the model).
+# Names and values: onnxruntime/core/providers/cuda/cuda_execution_provider_info.cc.
+ORT_CUDA_OPTIONS = {"arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC"}
+
+
 @dataclass
 class _BaseAdapter:
     entry: ModelEntry
@@ -53,8 +76,8 @@ class _BaseAdapter:
 
     @property
     def staging_bytes(self) -> int:
-        # Weights pass through host RAM on their way to the GPU.
-        return self.entry.ram_bytes
+        # What passes through host RAM on the way to the GPU (see ModelEntry.staging_bytes).
+        return staging_bytes_for(self.entry)
 
     def paths(self) -> dict[str, Path]:
         return local_paths(self.entry, self.models_dir)
@@ -119,8 +142,12 @@ class WhisperAdapter(_BaseAdapter):
 class OnnxFacesAdapter(_BaseAdapter):
     """insightface FaceAnalysis or INSwapper on ONNX Runtime, providers always explicit."""
 
-    def providers_for(self, device: str) -> list[str]:
-        return [CUDA_PROVIDER, CPU_PROVIDER] if _is_cuda(device) else [CPU_PROVIDER]
+    def providers_for(self, device: str) -> list:
+        """ORT providers; on CUDA with options (insightface hands them to every session it makes)."""
+        if not _is_cuda(device):
+            return [CPU_PROVIDER]
+        options = {"device_id": str(_device_index(device)), **ORT_CUDA_OPTIONS}
+        return [(CUDA_PROVIDER, options), CPU_PROVIDER]
 
     def load(self, device: str):
         from enfoads.loaders import faces

@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 GB = 10**9
 MB = 10**6
 
+# Staging (``ModelEntry.staging_bytes``): host RAM a load onto the GPU holds at its peak,
+# read from each loader and the libraries it calls (and measured on a CPU where the step
+# runs there). Tensors that stream from a file straight to the device (safetensors
+# ``load_file(device=...)``: a mapped view, then ``.to(device)``, one tensor at a time)
+# are not counted; tensors a loader keeps on the CPU until its final ``.to(device)`` are,
+# whether anonymous memory or mapped from the file; plus a margin for per-tensor copies.
+
 LICENCE_SDXL = "CreativeML Open RAIL++-M"
 # ByteDance/SDXL-Lightning's model card: "license: openrail++" (SDXL's own licence).
 LICENCE_SDXL_LIGHTNING = "CreativeML Open RAIL++-M (openrail++)"
@@ -73,6 +80,10 @@ class ModelEntry:
     download_bytes: int
     vram_bytes: int  # estimated footprint on the GPU (fp16 where applicable)
     ram_bytes: int  # estimated footprint in host RAM when on the CPU
+    # Host RAM a load onto the GPU holds at its peak (what its loader keeps on the CPU
+    # before the move), reserved beside the GPU footprint while it runs. None: unknown,
+    # the whole ``ram_bytes`` is assumed to pass through host RAM.
+    staging_bytes: int | None = None
     sources: dict[str, HubFiles | UrlArchive] = field(default_factory=dict)
     tiny: str | None = None  # tiny kit recipe, for random-weight models
     options: dict = field(default_factory=dict)
@@ -136,6 +147,11 @@ def _lightning(steps: int) -> ModelEntry:
         download_bytes=int(7.11 * GB),
         vram_bytes=int(7.3 * GB),
         ram_bytes=int(7.1 * GB),
+        # load_sdxl_lightning on CUDA: the UNet is built on the meta device and its file
+        # streams straight to the GPU (load_file(device=...)); the fp16-fix VAE (fp32 file,
+        # cast to fp16 tensor by tensor: 0.17 GB) and the text encoders (fp16 files, 0.25 +
+        # 1.39 GB) are built on the CPU and stay there until pipe.to(device). 1.80 GB + 0.1.
+        staging_bytes=int(1.9 * GB),
         sources={
             "base": SDXL_BASE,
             "unet": HubFiles("ByteDance/SDXL-Lightning", revision=REV_SDXL_LIGHTNING, allow_patterns=(unet_file,)),
@@ -162,6 +178,9 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(2.6 * GB),
             vram_bytes=int(2.7 * GB),
             ram_bytes=int(5.2 * GB),  # fp32 on the CPU
+            # load_diffusers_folder builds every component on the CPU (fp16: UNet 1.73 GB,
+            # text encoder 0.68 GB, VAE 0.17 GB), then moves the pipeline. 2.58 GB + 0.1.
+            staging_bytes=int(2.7 * GB),
             sources={
                 "base": HubFiles(
                     "stabilityai/sd-turbo",
@@ -203,6 +222,11 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(326 * MB),
             vram_bytes=int(0.7 * GB),
             ram_bytes=int(0.45 * GB),
+            # One ONNX Runtime session per file, in turn: ORT parses the file into host memory
+            # and frees the initializers once they are on the GPU; then insightface's
+            # ArcFaceONNX/Landmark/Attribute re-read the file with onnx.load (bytes + proto,
+            # 2x the file). Largest: w600k_r50.onnx, 174 MB -> 0.35 GB, + 0.05.
+            staging_bytes=int(0.4 * GB),
             # insightface's v0.7 release asset: the archive insightface 0.7.x downloads,
             # with the sha256 and size that many projects pin. (insightface 2.x
             # fetches the same name from its "model-zoo" release tag.)
@@ -225,6 +249,10 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(554 * MB),
             vram_bytes=int(0.8 * GB),
             ram_bytes=int(0.6 * GB),
+            # ORT parses the 554 MB file into host memory (freed once on the GPU), then
+            # insightface's INSwapper reads it again with onnx.load for its emap (bytes +
+            # proto: 2 x 554 MB, measured). 1.11 GB + 0.05.
+            staging_bytes=int(1.15 * GB),
             sources={
                 "model": HubFiles(
                     "ezioruan/inswapper_128.onnx",
@@ -271,6 +299,10 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(1.62 * GB),
             vram_bytes=int(1.8 * GB),
             ram_bytes=int(1.0 * GB),
+            # CTranslate2's Model::load reads every variable of model.bin (1.62 GB, fp16) into
+            # host memory, converts it to the compute type there, then moves all of it to the
+            # device (models/model.cc). 1.62 GB + 0.08.
+            staging_bytes=int(1.7 * GB),
             sources={
                 "model": HubFiles(
                     "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
@@ -297,6 +329,8 @@ CATALOG: dict[str, ModelEntry] = {
             download_bytes=int(0.48 * GB),
             vram_bytes=int(0.6 * GB),
             ram_bytes=int(0.35 * GB),
+            # As for large-v3-turbo: all of model.bin (0.48 GB, fp16) in host memory first.
+            staging_bytes=int(0.52 * GB),
             sources={
                 "model": HubFiles(
                     "Systran/faster-whisper-small",

@@ -439,6 +439,7 @@ class UserImageAdapter(TorchPipelineAdapter):
             download_bytes=0,
             vram_bytes=gpu_bytes,
             ram_bytes=cpu_bytes,
+            staging_bytes=_staging_bytes(info, choice),
             options={"path": info.path, "family": info.family, "config_dir": info.config_dir},
         )
         adapter = cls(entry, choice, Path(models_dir))
@@ -456,6 +457,35 @@ class UserImageAdapter(TorchPipelineAdapter):
             return image.load_single_file(self.info.path, family=self.info.family, config_dir=self.info.config_dir,
                                           device=device, dtype=dtype)
         return image.load_diffusers_folder(self.info.path, device=device, dtype=dtype)
+
+
+# Keys of a single file's text encoders (SDXL's two, SD 1.x/2.x's one).
+_TEXT_ENCODER_PREFIXES = ("conditioner.embedders.", "cond_stage_model.")
+_STAGING_SLACK = 100 * 10**6  # per-tensor casts and copies on the way, tokenizers
+
+
+def _staging_bytes(info: ImageModelInfo, choice) -> int:
+    """Host RAM a load of a user model onto the GPU holds, in the GPU dtype (``choice.dtype``).
+
+    - A single file: ``load_single_file`` has diffusers place the UNet and the VAE on
+      the device tensor by tensor as they are converted (``from_single_file(device=...)``;
+      the checkpoint itself is a mapped view of the file); only the text encoders are built
+      on the CPU and wait there for ``pipe.to(device)``: their parameters x 2 bytes in fp16.
+    - A diffusers folder: ``load_diffusers_folder`` builds every component on the CPU,
+      then moves the pipeline: all parameters x 2 bytes in fp16.
+    Plus 5 % and a slack for the per-tensor copies.
+    """
+    width = 4 if str(getattr(choice, "dtype", "float16")) == "float32" else 2
+    parameters = info.parameters
+    if info.kind == "single_file":
+        try:
+            table = read_safetensors_header(info.path)
+            parameters = sum(t["numel"] for k, t in table.items() if k.startswith(_TEXT_ENCODER_PREFIXES))
+        except InvalidModelFile:
+            pass  # unreadable now: assume the whole pipeline
+    if not parameters:
+        return int(info.bytes * 2) + _STAGING_SLACK
+    return int(parameters * width * 1.05) + _STAGING_SLACK
 
 
 class ImageModels:

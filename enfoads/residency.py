@@ -15,6 +15,14 @@ the runtime. A load that stages through host RAM reserves that RAM too.
 Footprints are measured after each load (device-wide free memory on CUDA,
 which also sees CTranslate2 and ONNX Runtime allocations; the adapter's own
 count on the CPU); catalogue estimates are used only before the first load.
+On CUDA a model is measured once more after its first run (ONNX Runtime arenas,
+cuDNN workspaces and lazily loaded kernels grow then), keeping the larger
+figure and trimming others if it now overshoots; torch's cached activation
+blocks are handed back to the driver when a torch lease ends.
+
+A lease that can never fit (its footprint, or the host RAM its load stages,
+exceeds a whole budget) fails at once with a non-retryable error naming the
+budget; one that would fit once other leases end waits for them.
 
 Thread safety: bookkeeping is under one condition lock; slow transitions
 (load, move, unload) are serialised by a second lock and run outside the
@@ -23,23 +31,32 @@ first, so leases of resident models never wait for a load.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
+log = logging.getLogger(__name__)
+
 GPU = "gpu"
 CPU = "cpu"
 TIERS = (GPU, CPU)
 
-# Substrings by which the runtimes announce an allocation failure.
+# Substrings (lower case) by which the runtimes announce an allocation failure.
 _OOM_MARKERS = (
-    "out of memory",
+    "out of memory",  # torch, CUDA ("CUDA failure 2: out of memory"), CTranslate2 ("CUDA failed with error ...")
     "cuda_error_out_of_memory",
-    "failed to allocate memory",
+    "failed to allocate memory",  # ONNX Runtime BFC arena: "Failed to allocate memory for requested buffer of size"
+    "is smaller than requested bytes",  # ONNX Runtime arena at its cap: "Available memory of X is smaller than ..."
     "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",  # cuDNN 8 (an alias of the host-allocation status in cuDNN 9)
+    "cudnn_status_internal_error_host_allocation_failed",  # cuDNN 9
+    "cudnn_status_internal_error_device_allocation_failed",  # cuDNN 9: its workspace or scratch could not be had
+    "cudnn_status_not_enough_workspace",
     "bad_alloc",
+    "bad allocation",  # std::bad_alloc's what() under MSVC, as ONNX Runtime reports it
 )
 
 
@@ -56,15 +73,18 @@ class ModelMemoryError(ResidencyError):
     """Not enough GPU or host memory for a model, even after evicting everything unleased.
 
     The web layer maps this to 503. ``retryable`` is True when memory held by
-    other leases may be released soon.
+    other leases may be released soon. ``budget`` is the whole budget of ``tier``
+    when the model can never fit in it.
     """
 
-    def __init__(self, message: str, *, key: str, tier: str, needed: int, retryable: bool = False):
+    def __init__(self, message: str, *, key: str, tier: str, needed: int, retryable: bool = False,
+                 budget: int | None = None):
         super().__init__(message)
         self.key = key
         self.tier = tier
         self.needed = needed
         self.retryable = retryable
+        self.budget = budget
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -136,6 +156,11 @@ class _Entry:
     leases: int = 0
     measured: dict[str, int] = field(default_factory=dict)  # tier -> bytes
     last_used: float = 0.0
+    # A second GPU measurement after the first run: (device-wide free bytes before the
+    # load, GPU bytes the other models were counted for then); ``ran`` once a lease ended.
+    probe_base: tuple[int, int] | None = None
+    ran: bool = False
+    load_seq: int = 0
     loads: int = 0
     gpu_loads: int = 0
     evictions: int = 0
@@ -210,6 +235,8 @@ class ResidencyManager:
         self._bytes_moved = 0
         self._oom_recoveries = 0
         self._over_budget_events = 0
+        self._load_seq = 0
+        self._leases_granted = 0  # every lease ever granted: tells a quiet moment from a busy one
         self._janitor: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -261,7 +288,23 @@ class ResidencyManager:
             with self._cond:
                 entry.leases -= 1
                 entry.last_used = self._clock()
+                last = entry.leases == 0
+                torch_on_cuda = (last and entry.tier == GPU and entry.adapter.runtime == "torch"
+                                 and self.gpu_device.startswith("cuda"))
+                if last and entry.probe_base is not None:
+                    entry.ran = True
+                remeasure = self._remeasure_due()
                 self._changed()
+            # Never let housekeeping mask what the block raised.
+            try:
+                if torch_on_cuda:
+                    # Activation blocks torch keeps cached are invisible to the budget and unusable
+                    # by CTranslate2 and ONNX Runtime: give them back once the lease ends (not per step).
+                    _release_gpu_cache(self.gpu_device)
+                if remeasure:
+                    self._remeasure_after_runs()
+            except Exception:
+                log.exception("after the lease of %r: releasing cached GPU memory or measuring failed", key)
 
     def inject_oom(self, key: str, times: int = 1) -> None:
         """Test switch: the next ``times`` leases of ``key`` raise a CUDA-style out-of-memory error.
@@ -315,6 +358,7 @@ class ResidencyManager:
                 if entry.tier == target or (entry.tier is not None and entry.leases):
                     entry.leases += 1
                     entry.last_used = self._clock()
+                    self._leases_granted += 1
                     return entry.model
             # Not resident where wanted: one transition at a time, manager-wide.
             with self._transition:
@@ -350,28 +394,46 @@ class ResidencyManager:
         self._cond.notify_all()
 
     def _raise_if_hopeless(self, entry: _Entry, target: str, deadline: float) -> None:
-        """Under the lock, when no eviction plan exists: fail now or let the caller wait."""
-        need = entry.footprint(target)
-        budget = self._budget(target)
-        if need > budget:
-            raise ModelMemoryError(
-                f"{entry.adapter.key!r} needs {_gb(need)} of {target.upper()} memory but the whole "
-                f"budget is {_gb(budget)}; raise ENFOADS_{'GPU' if target == GPU else 'RAM'}_BUDGET_GB "
-                f"or choose a smaller profile",
-                key=entry.adapter.key,
-                tier=target,
-                needed=need,
-            )
+        """Under the lock, when no eviction plan exists: fail now or let the caller wait.
+
+        A lease that cannot fit even with every other model gone (its footprint, or the
+        host RAM its load stages, beyond a whole budget) fails at once and is not
+        retryable. Otherwise leased models hold the memory: wait, and give up at the
+        deadline with a retryable error naming the budget that is short.
+        """
+        key = entry.adapter.key
+        need = self._needs(entry, target)
+        staged = target == GPU and entry.tier is None
+        for tier in (target, *(t for t in TIERS if t != target)):
+            budget = self._budget(tier)
+            if need[tier] > budget:
+                raise ModelMemoryError(
+                    f"{key!r} needs {_gb(need[tier])} of {_what(tier, staged)}, but the whole budget for "
+                    f"{_TIER_NAMES[tier]} is {_gb(budget)} (ENFOADS_{_TIER_SETTING[tier]}_BUDGET_GB); "
+                    f"raise ENFOADS_{_TIER_SETTING[tier]}_BUDGET_GB if the machine has it, or choose a smaller "
+                    f"model or profile",
+                    key=key,
+                    tier=tier,
+                    needed=need[tier],
+                    budget=budget,
+                )
         if self._clock() >= deadline:
-            leased = sorted(e.adapter.key for e in self._entries.values() if e.leases)
+            short = [t for t in TIERS if need[t] and self._budget(t) - self._held_by_leases(t) < need[t]]
+            tier = (short or [target])[0]
+            leased = sorted(e.adapter.key for e in self._entries.values() if e.leases and e.tier == tier)
             raise ModelMemoryError(
-                f"{entry.adapter.key!r} needs {_gb(need)} of {target.upper()} memory, held by leased "
-                f"models {leased}; gave up after {self.lease_wait_s:.0f} s",
-                key=entry.adapter.key,
-                tier=target,
-                needed=need,
+                f"{key!r} needs {_gb(need[tier])} of {_what(tier, staged)}, held by leased models {leased}; "
+                f"gave up after {self.lease_wait_s:.0f} s",
+                key=key,
+                tier=tier,
+                needed=need[tier],
                 retryable=True,
             )
+
+    def _held_by_leases(self, tier: str) -> int:
+        """Under the lock: bytes on ``tier`` no eviction can free now (leased or mid-transition)."""
+        held = sum(e.footprint(tier) for e in self._entries.values() if e.tier == tier and (e.leases or e.busy))
+        return held + self._reserved[tier]
 
     # ----------------------------------------------------------------- planning
     def _budget(self, tier: str) -> int:
@@ -382,6 +444,14 @@ class ResidencyManager:
         held = sum(e.footprint(tier) for e in self._entries.values() if e.tier == tier)
         return held + self._reserved[tier]
 
+    def _needs(self, entry: _Entry, target: str) -> dict[str, int]:
+        """Bytes ``entry`` needs per tier to be placed on ``target``: its footprint, plus staging for a GPU load."""
+        need = {GPU: 0, CPU: 0}
+        need[target] += entry.footprint(target)
+        if target == GPU and entry.tier is None:
+            need[CPU] += int(entry.adapter.staging_bytes)
+        return need
+
     def _plan_placement(self, entry: _Entry, target: str) -> list[tuple[_Entry, str | None]] | None:
         """Victims (entry, destination tier or None for unload) that make room, or None.
 
@@ -389,11 +459,7 @@ class ResidencyManager:
         in host RAM for staging a load onto the GPU. Victims come in least
         recently used order; victims that turn out not to be needed are kept.
         """
-        need = {GPU: 0, CPU: 0}
-        need[target] += entry.footprint(target)
-        if target == GPU and entry.tier is None:
-            need[CPU] += int(entry.adapter.staging_bytes)
-
+        need = self._needs(entry, target)
         free = {t: self._budget(t) - self._used(t) for t in TIERS}
         if all(free[t] >= need[t] for t in TIERS):
             return []
@@ -473,6 +539,8 @@ class ResidencyManager:
         try:
             for attempt in (1, 2):
                 free_before = self.probe.gpu_free_bytes() if target == GPU else None
+                with self._cond:
+                    others_before = self._others_on_gpu(entry)
                 try:
                     model = adapter.load(device)
                     break
@@ -492,10 +560,12 @@ class ResidencyManager:
                         self._oom_recoveries += 1
                     self._evict_all_unleased(target, keep=entry, holding_transition=True)
             measured = None
+            probe_base = None
             if free_before is not None:
                 free_after = self.probe.gpu_free_bytes()
                 if free_after is not None and free_before - free_after > 0:
                     measured = free_before - free_after
+                    probe_base = (free_before, others_before)
             if measured is None:
                 measured = adapter.measure(model, device)
         finally:
@@ -505,6 +575,9 @@ class ResidencyManager:
         with self._cond:
             if measured:
                 entry.measured[target] = int(measured)
+            entry.probe_base, entry.ran = probe_base, False
+            self._load_seq += 1
+            entry.load_seq = self._load_seq
             entry.model = model
             entry.tier = target
             entry.loads += 1
@@ -521,6 +594,8 @@ class ResidencyManager:
             self._reserved[target] += entry.footprint(target)
             self._check_budgets()
         source = entry.tier
+        with self._cond:
+            entry.probe_base, entry.ran = None, False
         try:
             if entry.adapter.movable:
                 model = entry.adapter.move(entry.model, device)
@@ -554,6 +629,8 @@ class ResidencyManager:
 
     def _evict(self, victim: _Entry, dest: str | None) -> None:
         """Move a victim to the CPU (``dest == CPU``) or unload it (``dest is None``)."""
+        with self._cond:
+            victim.probe_base, victim.ran = None, False
         if dest == CPU and victim.adapter.movable and victim.tier == GPU:
             with self._cond:
                 self._reserved[CPU] += victim.footprint(CPU)
@@ -579,7 +656,50 @@ class ResidencyManager:
         gc.collect()
         _release_gpu_cache(self.gpu_device)
 
-    def _trim_to_budget(self, keep: _Entry) -> None:
+    def _others_on_gpu(self, entry: _Entry) -> int:
+        """Under the lock: GPU bytes counted for every model but ``entry``."""
+        return sum(e.footprint(GPU) for e in self._entries.values() if e is not entry and e.tier == GPU)
+
+    def _remeasure_due(self) -> bool:
+        """Under the lock: a model has run since its load and nothing on the GPU is leased now."""
+        on_gpu = [e for e in self._entries.values() if e.tier == GPU]
+        return any(e.ran for e in on_gpu) and not any(e.leases for e in on_gpu)
+
+    def _remeasure_after_runs(self) -> None:
+        """Measure models again after their first run, keep the larger figure, trim if over budget.
+
+        The device-wide free memory is read when nothing on the GPU is leased (so no run is
+        in flight); what the other models gained or lost since the load (loads, evictions,
+        their own corrected figures) is taken out of the difference. Skipped while another
+        thread holds the transition lock: the next lease to end reads it instead.
+        """
+        if not self._transition.acquire(blocking=False):
+            return
+        try:
+            with self._cond:
+                if not self._remeasure_due():
+                    return
+                due = sorted((e for e in self._entries.values() if e.tier == GPU and e.ran and not e.busy),
+                             key=lambda e: e.load_seq)
+                granted = self._leases_granted
+            free_now = self.probe.gpu_free_bytes()
+            with self._cond:
+                if self._leases_granted != granted:
+                    return  # a lease began meanwhile and may be running: read at a later quiet moment
+                for e in due:
+                    base, e.probe_base, e.ran = e.probe_base, None, False
+                    if free_now is None or base is None or e.tier != GPU:
+                        continue
+                    free_before, others_before = base
+                    after_run = (free_before - free_now) - (self._others_on_gpu(e) - others_before)
+                    if after_run > e.footprint(GPU):
+                        e.measured[GPU] = int(after_run)
+                self._check_budgets()
+            self._trim_to_budget(keep=None)
+        finally:
+            self._transition.release()
+
+    def _trim_to_budget(self, keep: _Entry | None) -> None:
         """Evict LRU unleased models while a tier is over budget (after a larger-than-expected load)."""
         for tier in TIERS:
             while True:
@@ -744,6 +864,17 @@ def _release_gpu_cache(device: str) -> None:
     import torch
 
     torch.cuda.empty_cache()
+
+
+_TIER_NAMES = {GPU: "GPU memory", CPU: "host RAM"}
+_TIER_SETTING = {GPU: "GPU", CPU: "RAM"}
+
+
+def _what(tier: str, staged: bool) -> str:
+    """What a lease needs on ``tier``, in words."""
+    if tier == CPU and staged:
+        return "host RAM to stage its load onto the GPU"
+    return _TIER_NAMES[tier]
 
 
 def _gb(n: int) -> str:

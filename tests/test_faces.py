@@ -307,9 +307,12 @@ def test_provider_selection_follows_the_profile(env, models_dir, monkeypatch):
     assert job.result["providers"] == {"faces": [CPU_PROVIDER], "swapper": [CPU_PROVIDER]}
     assert job.result["provider"] == CPU_PROVIDER and "provider_warning" not in job.result
 
-    # On a CUDA device the adapters ask for CUDA first, then CPU; checked at the
-    # loader boundary, without loading anything.
+    # On a CUDA device the adapters ask for CUDA first (a tight arena, heuristic
+    # cuDNN search), then CPU; checked at the loader boundary, without loading anything.
+    from enfoads.adapters import ORT_CUDA_OPTIONS
     from enfoads.loaders import faces as loaders
+
+    cuda = (CUDA_PROVIDER, {"device_id": "0", **ORT_CUDA_OPTIONS})
 
     calls = []
 
@@ -327,11 +330,11 @@ def test_provider_selection_follows_the_profile(env, models_dir, monkeypatch):
     monkeypatch.setattr(loaders, "load_swapper", record("swapper"))
     for role in ("faces", "swapper"):
         adapter = adapter_for(env.rt.entry(role), env.rt.choice(role), models_dir)
-        assert adapter.providers_for("cuda:0") == [CUDA_PROVIDER, CPU_PROVIDER]
+        assert adapter.providers_for("cuda:0") == [cuda, CPU_PROVIDER]
         assert adapter.providers_for("cpu") == [CPU_PROVIDER]
         with pytest.raises(Stop):
             adapter.load("cuda:0")
-    assert [c[1]["providers"] for c in calls] == [[CUDA_PROVIDER, CPU_PROVIDER]] * 2
+    assert [c[1]["providers"] for c in calls] == [[cuda, CPU_PROVIDER]] * 2
     assert calls[0][1]["det_size"] == (640, 640)
 
     # A T4 runtime (CUDA hardware, t4 profile) places both models on "cuda:0"
