@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from enfoads.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from enfoads.text import clean_text
 
 __all__ = [
     "DEFAULT_AVATAR_ID",
@@ -61,7 +62,6 @@ MAX_NAME_CHARS = 60
 _FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 _OPEN_FORMATS = ("PNG", "JPEG", "WEBP")
 _ID_RE = re.compile(r"^(default|[0-9a-f]{32})$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 
 
@@ -170,7 +170,7 @@ def _clean_name(name: Any, field: str = "name") -> str | None:
         name.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: JSON carries it, the UTF-8 metadata file cannot
         raise InvalidInput.field(field, "is not valid Unicode text (it holds a lone UTF-16 surrogate)") from None
-    name = re.sub(r"\s+", " ", _CONTROL.sub(" ", name)).strip()
+    name = re.sub(r"\s+", " ", clean_text(name)[0]).strip()  # the one text rule, then one line
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput.field(field, f"is {len(name)} characters; at most {MAX_NAME_CHARS}")
     return name or None

@@ -6,7 +6,20 @@ frontend; the web layer turns any of them into
 """
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# An absolute POSIX path of two or more parts, not inside a URL ("https://host/a/b").
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^/\s'\"`:;,()\[\]{}<>]+/)+([^/\s'\"`:;,()\[\]{}<>]*)")
+
+
+def redact_paths(text: str) -> str:
+    """``text`` with the server's absolute paths cut to their last part.
+
+    Messages reach strangers through the public tunnel; where the server keeps
+    its files is none of theirs. The log keeps the full detail.
+    """
+    return _ABS_PATH.sub(lambda m: m.group(1) or "<folder>", text)
 
 
 class EnfoadsError(Exception):
@@ -19,7 +32,7 @@ class EnfoadsError(Exception):
         self.details = details
 
     def to_dict(self) -> dict:
-        body = {"status": "error", "message": self.message, "code": self.code}
+        body = {"status": "error", "message": redact_paths(self.message), "code": self.code}
         if self.details is not None:
             body["details"] = self.details
         return body

@@ -27,7 +27,8 @@ restart"); otherwise it fails with "interrupted by a restart"; if a cancel had
 been asked for, it ends ``cancelled``. Queued jobs simply resume. Every change
 is published as an event.
 
-Shutdown (``close``): workers take no new job; a running job may finish
+Shutdown (``close``): workers take no new job, ``wait`` and
+``submit_and_wait`` return at once with the job unfinished; a running job may finish
 within ``shutdown_grace_s``; after that it is stopped at its next
 ``ctx.progress`` and put back in the queue exactly like a restart would
 (so the next start runs it again). A handler that never reports progress is
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -56,6 +58,7 @@ from typing import Any, Callable, Iterable
 from enfoads import events as ev
 from enfoads.assets import Asset, AssetStore
 from enfoads.db import Database, resolve_db_path
+from enfoads.errors import redact_paths
 from enfoads.events import EventBus
 
 __all__ = [
@@ -424,12 +427,22 @@ class JobQueue:
             return {r[0] for r in conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')")}
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job finished or ``timeout`` seconds passed; returns it either way."""
+        """Block until the job finished or ``timeout`` seconds passed; returns it either way.
+
+        Also returns (the job unfinished) once ``close`` began: this process
+        will not finish it, the next start will.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
+        job = None
         with self._done:
             while True:
-                job = self.get(job_id)
-                if job.done:
+                try:
+                    job = self.get(job_id)
+                except sqlite3.ProgrammingError:  # closed under us by ``close``: the last state read
+                    if job is None or not self._stopping.is_set():
+                        raise
+                    return job
+                if job.done or self._stopping.is_set():
                     return job
                 left = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
                 if left <= 0:
@@ -495,6 +508,7 @@ class JobQueue:
         """
         grace = self.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
+        self._notify_done()  # submit_and_wait callers return now, with the job unfinished
         for cond in self._wake.values():
             with cond:
                 cond.notify_all()
@@ -644,7 +658,8 @@ class JobQueue:
             self._finish(job, CANCELLED)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.kind)
-            self._finish(job, FAILED, error=(type(exc).__name__, str(exc)[:_MAX_ERROR]))
+            # Shown to clients (job views, events): no server paths; the log above has them.
+            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR]))
         else:
             # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
             self.cleanup_assets()

@@ -62,7 +62,7 @@ def _component(entry: ModelEntry, name: str, models_dir: Path) -> Path:
     try:
         return _hub_snapshot(src, models_dir, revision)
     except Exception as exc:  # huggingface_hub raises several types for "not cached"
-        raise ModelNotInstalledError(entry, f"{src.repo_id}@{revision} is not in {models_dir}") from exc
+        raise ModelNotInstalledError(entry, f"{src.repo_id}@{revision[:8]} is not in the models folder") from exc
 
 
 def _active_commit(entry: ModelEntry, name: str, models_dir: Path) -> str | None:

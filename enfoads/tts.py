@@ -37,7 +37,6 @@ import struct
 import subprocess
 import threading
 import time
-import unicodedata
 import wave
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from enfoads import voices as catalog
+from enfoads.text import clean_text as unicode_rule
 from enfoads.errors import EnfoadsError, InvalidInput
 from enfoads.voices import EDGE, ESPEAK, PIPER, CatalogVoice
 
@@ -93,7 +93,6 @@ class TTSError(EnfoadsError):
 # --------------------------------------------------------------------------- text
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _SENTENCE_END = re.compile(r"[.!?…]+[\"'»”’)\]]*\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
@@ -105,8 +104,7 @@ _ABBREVIATIONS = frozenset(
 
 def clean_text(text: str) -> str:
     """NFC, no control characters, single spaces, at most one blank line between paragraphs."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub(" ", text)
+    text = unicode_rule(text)[0]  # enfoads.text: the rule every user string gets
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     out, blank = [], False
     for line in lines:

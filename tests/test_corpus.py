@@ -256,6 +256,9 @@ def test_bad_input_gets_its_documented_4xx(server, refs, case):
         if "message_has" in case:
             assert case["message_has"] in body["message"], body
         assert "Traceback" not in text
+        # No server path reaches a stranger: not the data or models dir, not a temp file.
+        for secret_place in (str(server.data_dir.parent), str(server.data_dir), "/tmp/", "/root/", "site-packages"):
+            assert secret_place not in text, (secret_place, text[:300])
     finally:
         assert_alive(server)
 

@@ -288,9 +288,14 @@ def test_given_language_and_translate(env, sentence):
 
 
 def test_empty_audio_gives_an_empty_transcript_without_a_model(env):
+    """A real audio file holding no samples: an empty transcript. Zero bytes is no file at all: a 400."""
+    with pytest.raises(InvalidInput) as info:
+        env.kind.validate({"audio": ""})
+    assert "audio" in info.value.fields and "empty" in info.value.fields["audio"]
     before = loads(env)
-    for audio, fmt, expected in (("", "verbose_json", None), (base64.b64encode(_silent_wav(0)).decode(), "srt", ""),
-                                 ("", "vtt", "WEBVTT\n\n"), ("", "json", {"text": ""})):
+    empty = base64.b64encode(_silent_wav(0)).decode()
+    for audio, fmt, expected in ((empty, "verbose_json", None), (empty, "srt", ""),
+                                 (empty, "vtt", "WEBVTT\n\n"), (empty, "json", {"text": ""})):
         job = transcribe(env, audio, response_format=fmt)
         assert job.state == "succeeded", job.error
         r = job.result

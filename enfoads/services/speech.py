@@ -462,6 +462,8 @@ def _check_audio_asset(assets, asset_id: str, limits: Limits, read: bool):
         raise InvalidInput.field("audio", f"there is no asset {asset_id!r}") from None
     if not asset.mime.startswith(_AUDIO_ASSET_TYPES):
         raise UnsupportedMediaType.field("audio", f"asset {asset_id!r} is {asset.mime}, not audio")
+    if asset.bytes == 0:
+        raise InvalidInput.field("audio", f"asset {asset_id!r} is empty (0 bytes)")
     if asset.bytes > limits.max_bytes:
         raise PayloadTooLarge.field("audio", f"asset {asset_id!r} is {asset.bytes / media.MB:.1f} MB; "
                                              f"the limit is {limits.max_bytes / media.MB:.1f} MB")
@@ -486,6 +488,8 @@ class SpeechTranscriber:
         audio = params.get("audio")
         if audio is None:
             raise InvalidInput.field("audio", "is required (base64, a data URI or an asset id)")
+        if isinstance(audio, str) and not audio.strip():
+            raise InvalidInput.field("audio", "is empty: send the audio to transcribe")
         if probe:
             if media.is_asset_id(audio):
                 if assets is not None:

@@ -30,6 +30,7 @@ HTTP_CODES = {
 
 
 def error_response(status: int, message: str, code: str | None = None, details=None, headers=None):
+    message = E.redact_paths(message)  # the log keeps the detail; strangers get no server paths
     body = {"status": "error", "message": message, "code": code or HTTP_CODES.get(status, "error")}
     if details is not None:
         body["details"] = details

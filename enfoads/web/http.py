@@ -4,10 +4,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import request, url_for
+from flask import after_this_request, g, request, url_for
 
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from enfoads.jobs import Job
+from enfoads.text import clean_text, describe
 
 # The frontend's words for job states.
 FRONTEND_STATUS = {
@@ -85,7 +86,59 @@ def json_body(max_bytes: int | None = None) -> dict:
     if not isinstance(body, dict):
         raise InvalidInput("the JSON body must be an object")
     _check_tree(body, MAX_JSON_DEPTH)
+    _clean_strings(body)
     return body
+
+
+def _clean_strings(body: dict) -> None:
+    """Every string value of a JSON body under ``enfoads.text``'s rule, in place; recorded per field."""
+    stack: list[tuple[Any, str]] = [(body, "")]
+    while stack:
+        container, where = stack.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, child in list(items):
+            path = (f"{where}.{key}" if where else str(key)) if isinstance(container, dict) else f"{where}[{key}]"
+            if isinstance(child, str):
+                cleaned, removed = clean_text(child)
+                if removed:
+                    container[key] = cleaned
+                    note_cleaned(path, removed)
+            elif isinstance(child, (dict, list)):
+                stack.append((child, path))
+
+
+def form_text(name: str) -> str | None:
+    """A multipart or urlencoded form field under the same text rule as JSON bodies."""
+    value = request.form.get(name)
+    if value is None:
+        return None
+    cleaned, removed = clean_text(value)
+    if removed:
+        note_cleaned(name, removed)
+    return cleaned
+
+
+def note_cleaned(field: str, removed: dict[str, int]) -> None:
+    """Say in the response what the text rule removed from ``field``.
+
+    JSON object responses get ``text_cleaned: {field: "removed ..."}``; every
+    response gets an ``X-Text-Cleaned`` header (plain-text transcripts too).
+    """
+    if "text_cleaned" not in g:
+        g.text_cleaned = {}
+
+        @after_this_request
+        def _say(response):
+            notes = g.get("text_cleaned") or {}
+            response.headers["X-Text-Cleaned"] = "; ".join(f"{f}: {n}" for f, n in notes.items())[:1000]
+            if response.is_json:
+                body = response.get_json(silent=True)
+                if isinstance(body, dict):
+                    body["text_cleaned"] = notes
+                    response.set_data(json.dumps(body))
+            return response
+
+    g.text_cleaned[field] = describe(removed)
 
 
 def media_url(asset_id: str, *, external: bool = True) -> str:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from enfoads.errors import InvalidInput, PayloadTooLarge
 from enfoads.web.errors import error_response, status_for_job_error
-from enfoads.web.http import json_body, media_url, result_asset_ids
+from enfoads.web.http import form_text, json_body, media_url, result_asset_ids
 from enfoads.web.state import engine, state
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -114,12 +114,15 @@ def audio_transcriptions():
     data = upload.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"the upload is over the {settings.max_upload_mb:.0f} MB limit")
+    if not data:
+        raise InvalidInput.field("file", "is empty (0 bytes): send the audio to transcribe")
     asset = engine().assets.save_bytes(data, upload.mimetype or "application/octet-stream", kind="upload",
                                        params={"filename_given": bool(upload.filename)})
     params: dict = {"audio": asset.id, "response_format": form.get("response_format") or "json"}
     for name in ("language", "prompt", "temperature"):
-        if form.get(name) not in (None, ""):
-            params["initial_prompt" if name == "prompt" else name] = form.get(name)
+        value = form_text(name)
+        if value not in (None, ""):
+            params["initial_prompt" if name == "prompt" else name] = value
     granularities = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
     if "word" in granularities:
         params["word_timestamps"] = True

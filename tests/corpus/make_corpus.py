@@ -513,15 +513,14 @@ CASES = [
          "/api/assets", 400, data='{"type": "image", "content": "x", "createdAt": NaN, "metadata": {"w": Infinity}}',
          content_type="application/json"),
     post("library_list_of_numbers", "assets: a list of numbers", "/api/assets", 400, json={"assets": [1, 2, 3]}),
+    post("audio_zero_length_upload", "a zero-length audio file: nothing to transcribe", "/v1/audio/transcriptions",
+         400, files={"file": {"file": "empty.wav", "mime": "audio/wav", "filename": "empty.wav"}},
+         form={"model": "whisper-1"}, message_has="file"),
+    post("audio_zero_length_job", "zero-length audio in base64 (an empty string) to the job API", "/api/jobs", 400,
+         json={"kind": "speech.transcribe", "params": {"audio": ""}}, message_has="audio"),
 ]
 
 ACCEPTED = [
-    post("audio_zero_length_upload", "a zero-length audio file: documented as an empty transcript, not an error "
-         "(enfoads/services/speech.py, enfoads/media.py)", "/v1/audio/transcriptions", 200,
-         files={"file": {"file": "empty.wav", "mime": "audio/wav", "filename": "empty.wav"}},
-         form={"model": "whisper-1"}, body_has={"text": ""}),
-    post("audio_zero_length_job", "zero-length audio in base64 (an empty string) to the job API: queued, empty "
-         "transcript", "/api/jobs", 202, json={"kind": "speech.transcribe", "params": {"audio": ""}}),
 ]
 
 
