@@ -2,6 +2,8 @@
 empty uploads refused by name; no server path in any error."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -46,7 +48,7 @@ def test_every_route_cleans_the_same_way_and_says_so(server):
     r = server.post("/generate-image", json={"prompt": HOSTILE, "width": 256, "height": 256, "steps": 4})
     assert r.status_code == 200, r.text
     assert r.json()["text_cleaned"] == {"prompt": expected_note}
-    assert "prompt: removed" in r.headers["X-Text-Cleaned"]
+    assert json.loads(r.headers["X-Text-Cleaned"]) == {"prompt": expected_note}
     job = server.get(f"/api/jobs/{r.json()['job_id']}").json()
     assert job["result"]["prompt_original"] == clean_text(HOSTILE)[0]
 
@@ -65,7 +67,13 @@ def test_every_route_cleans_the_same_way_and_says_so(server):
     # Form fields: the transcription prompt.
     r = server.post("/v1/audio/transcriptions", files={"file": ("a.wav", b"RIFF0000WAVE", "audio/wav")},
                     data={"model": "whisper-1", "prompt": HOSTILE})
-    assert "prompt: removed" in r.headers.get("X-Text-Cleaned", "")
+    assert json.loads(r.headers.get("X-Text-Cleaned", "{}")) == {"prompt": expected_note}
+
+    # A field name the client chose (any Unicode, line breaks too) cannot break or inject a header.
+    r = server.post("/api/jobs", json={"kind": "image.generate", "params": {"prompt": "x", "\U000f4942\nSet-Cookie: a": HOSTILE}})
+    assert r.status_code in (202, 400) and "Set-Cookie" not in r.headers
+    assert json.loads(r.headers["X-Text-Cleaned"])
+    assert requests.get(server.base + "/", timeout=5).json()["status"] == "online"
 
     # Clean text: no note, no header.
     r = server.post("/magic-prompt", json={"prompt": "a red chair"})

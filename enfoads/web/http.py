@@ -130,7 +130,9 @@ def note_cleaned(field: str, removed: dict[str, int]) -> None:
         @after_this_request
         def _say(response):
             notes = g.get("text_cleaned") or {}
-            response.headers["X-Text-Cleaned"] = "; ".join(f"{f}: {n}" for f, n in notes.items())[:1000]
+            # JSON with ensure_ascii: field names are the client's (any Unicode, even line breaks),
+            # and a header carries only Latin-1 with no CR/LF.
+            response.headers["X-Text-Cleaned"] = json.dumps(notes, ensure_ascii=True)[:2000]
             if response.is_json:
                 body = response.get_json(silent=True)
                 if isinstance(body, dict):
