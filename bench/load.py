@@ -302,7 +302,7 @@ def measure(server, *, clients: int = 50, per_client: int = 20, think_ms: float 
     # Resident memory at a quiet moment (warm, worker idle) before and after: during the run it swings by
     # tens of MB with each denoising step of the long job, so a snapshot there says little.
     time.sleep(0.5)
-    rss_idle_before = vmrss_mb(server.proc.pid)
+    rss_idle_before = vmrss_mb(server.worker_pid)
 
     long_job = post("/api/jobs", {"kind": "image.generate", "params": {**LONG_JOB, "steps": busy_steps}})
     wait_job(get, long_job["id"], {"running", "succeeded", "failed", "cancelled"}, 60)
@@ -313,7 +313,7 @@ def measure(server, *, clients: int = 50, per_client: int = 20, think_ms: float 
             break
         time.sleep(0.1)
     busy_before = get(f"/api/jobs/{long_job['id']}")
-    rss_before = vmrss_mb(server.proc.pid)
+    rss_before = vmrss_mb(server.worker_pid)
 
     # While the clients run, sample every 100 ms whether the worker is running a job (any: the long one, or
     # a client's tiny one should the long one end early on a fast machine).
@@ -325,7 +325,7 @@ def measure(server, *, clients: int = 50, per_client: int = 20, think_ms: float 
         while not stop_sampling.wait(0.1):
             running = get("/api/jobs?state=running&limit=1")["jobs"]
             busy_samples.append(bool(running))
-            rss_samples.append(vmrss_mb(server.proc.pid))
+            rss_samples.append(vmrss_mb(server.worker_pid))
 
     sampler = threading.Thread(target=sample_busy, daemon=True)
     sampler.start()
@@ -334,7 +334,7 @@ def measure(server, *, clients: int = 50, per_client: int = 20, think_ms: float 
     stop_sampling.set()
     sampler.join(10)
 
-    rss_after = vmrss_mb(server.proc.pid)
+    rss_after = vmrss_mb(server.worker_pid)
     busy_after = get(f"/api/jobs/{long_job['id']}")
     if not drain:
         for j in result.job_ids:
@@ -346,7 +346,7 @@ def measure(server, *, clients: int = 50, per_client: int = 20, think_ms: float 
     drain_s = time.monotonic() - t0
     wait_job(get, long_job["id"], {"succeeded", "failed", "cancelled"}, 60)
     time.sleep(0.5)
-    rss_idle_after = vmrss_mb(server.proc.pid)
+    rss_idle_after = vmrss_mb(server.worker_pid)
 
     figures = summarise(result)
     bad = unexpected(result)

@@ -13,6 +13,12 @@ secret made once in ``<data_dir>/url-secret`` (mode 0600). ``verify`` compares
 in constant time and raises ``SignatureError`` (``SignatureExpired`` for a
 valid but expired link).
 
+Kept links: the frontend stores a result's URL in its library for good (it
+puts the URL it got in a ``<video>`` tag whenever its library page opens).
+``keep_link`` marks one such signed URL, checked to be this server's, as
+kept: it stays valid past its expiry for as long as its asset exists (the
+row goes with the asset). Links nobody kept still expire.
+
 Quota: ``cleanup`` deletes the oldest assets until the total is under
 ``quota_bytes``, skipping every asset whose job is unfinished (the job queue
 passes those ids; see ``JobQueue.cleanup_assets``).
@@ -85,6 +91,12 @@ CREATE TABLE IF NOT EXISTS assets (
 );
 CREATE INDEX IF NOT EXISTS assets_created ON assets(created);
 CREATE INDEX IF NOT EXISTS assets_job ON assets(job_id);
+CREATE TABLE IF NOT EXISTS asset_links_kept (
+    asset_id TEXT NOT NULL,
+    expires INTEGER NOT NULL,
+    since REAL NOT NULL,
+    PRIMARY KEY (asset_id, expires)
+);
 """
 
 
@@ -301,9 +313,10 @@ class AssetStore:
             return int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM assets").fetchone()[0])
 
     def delete(self, asset_id: str) -> bool:
-        """Remove an asset (row first, then file); False if it did not exist."""
+        """Remove an asset (row first, then file) and its kept links; False if it did not exist."""
         with self._db.write() as conn:
             row = conn.execute("DELETE FROM assets WHERE id = ? RETURNING file", (asset_id,)).fetchone()
+            conn.execute("DELETE FROM asset_links_kept WHERE asset_id = ?", (asset_id,))
         if row is None:
             return False
         (self.root / row[0]).unlink(missing_ok=True)
@@ -401,13 +414,8 @@ class AssetStore:
         expires = int(self._clock() + ttl_s)
         return expires, self._mac(asset_id, expires)
 
-    def verify(self, asset_id: str, expires: int | str, signature: str) -> None:
-        """Check a media URL's ``expires`` and ``signature`` (both may be raw query strings).
-
-        Raises:
-            SignatureError: the signature is malformed or does not match.
-            SignatureExpired: it matches but ``expires`` has passed.
-        """
+    def _authentic(self, asset_id: str, expires: int | str, signature: str) -> int:
+        """The expiry of a link whose signature is this store's (expired or not); ``SignatureError`` otherwise."""
         try:
             exp = int(expires)
         except (TypeError, ValueError):
@@ -417,8 +425,46 @@ class AssetStore:
         expected = self._mac(asset_id, exp)
         if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode("ascii", "replace")):
             raise SignatureError("bad signature")
-        if self._clock() >= exp:
+        return exp
+
+    def verify(self, asset_id: str, expires: int | str, signature: str) -> None:
+        """Check a media URL's ``expires`` and ``signature`` (both may be raw query strings).
+
+        A kept link (``keep_link``) of an asset that still exists passes after its expiry.
+
+        Raises:
+            SignatureError: the signature is malformed or does not match.
+            SignatureExpired: it matches but ``expires`` has passed (and the link was not kept).
+        """
+        exp = self._authentic(asset_id, expires, signature)
+        if self._clock() >= exp and not self._is_kept(asset_id, exp):
             raise SignatureExpired("link expired")
+
+    def _is_kept(self, asset_id: str, expires: int) -> bool:
+        with self._db.read() as conn:
+            return conn.execute(
+                "SELECT 1 FROM asset_links_kept k JOIN assets a ON a.id = k.asset_id "
+                "WHERE k.asset_id = ? AND k.expires = ?", (asset_id, int(expires)),
+            ).fetchone() is not None
+
+    def keep_link(self, asset_id: str, expires: int | str, signature: str) -> bool:
+        """Keep one signed link of an existing asset valid past its expiry, for as long as the asset exists.
+
+        For URLs a client stores for good (the frontend's library). Only a link
+        this store signed is kept, expired or not (whoever holds it was given
+        it); True when kept, False for a link that is not this store's or an
+        asset that does not exist.
+        """
+        try:
+            exp = self._authentic(asset_id, expires, signature)
+        except SignatureError:
+            return False
+        with self._db.write() as conn:
+            if conn.execute("SELECT 1 FROM assets WHERE id = ?", (asset_id,)).fetchone() is None:
+                return False
+            conn.execute("INSERT OR IGNORE INTO asset_links_kept (asset_id, expires, since) VALUES (?, ?, ?)",
+                         (asset_id, exp, self._clock()))
+        return True
 
     def close(self) -> None:
         self._db.close()

@@ -154,7 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"enfoads {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="start the web app (Flask + Socket.IO) for the frontend")
+    serve = sub.add_parser(
+        "serve",
+        help="start the web app (Flask + Socket.IO on gunicorn) for the frontend",
+        description="Serve the web app from one gunicorn worker (SIGTERM or Ctrl-C: the running job is "
+        "re-queued, exit 0). Missing models of the profile are downloaded in the background "
+        "(ENFOADS_AUTO_DOWNLOAD=off: never); requests that need one answer 503 until it is installed.",
+    )
     _settings_args(serve)
     serve.add_argument("--host", help="address to listen on (ENFOADS_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (ENFOADS_PORT, default 5000)")

@@ -1,7 +1,9 @@
 """The engine: everything a running server holds, built once from settings.
 
-Runtime (hardware, profile, residency), asset store, event bus, job queue and
-the job kinds of every service. The web app keeps one in
+Runtime (hardware, profile, residency), asset store, event bus, job queue,
+the job kinds of every service and the installer that downloads the
+profile's missing models in the background (``enfoads.installer``;
+``ENFOADS_AUTO_DOWNLOAD``). The web app keeps one in
 ``app.extensions["enfoads"]``; tests and the notebook build their own.
 Nothing heavy happens here: models load on first use.
 """
@@ -16,6 +18,7 @@ from enfoads.assets import AssetStore
 from enfoads.avatars import AvatarStore
 from enfoads.errors import InvalidInput
 from enfoads.events import EventBus
+from enfoads.installer import Installer
 from enfoads.jobs import JobQueue
 from enfoads.library import Library
 from enfoads.profiles import Hardware
@@ -46,6 +49,7 @@ class Engine:
     library: Library
     avatars: AvatarStore
     kinds: dict[str, JobKind] = field(default_factory=dict)
+    installer: Installer | None = None  # the background download of missing models
 
     def validate(self, kind: str, params: dict) -> dict:
         """Check a job's params before it is queued (raises InvalidInput naming the field)."""
@@ -61,8 +65,11 @@ class Engine:
     def submit_and_wait(self, kind: str, params: dict, timeout: float):
         return self.queue.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
 
-    def close(self) -> None:
-        self.queue.close()
+    def close(self, grace_s: float | None = None) -> None:
+        """Stop everything; a running job gets ``grace_s`` (default the queue's) before it is re-queued."""
+        if self.installer is not None:
+            self.installer.close()
+        self.queue.close(grace_s)
         self.runtime.close()
         self.bus.close()
         self.library.close()
@@ -89,6 +96,7 @@ def build_engine(
         max_attempts=settings.job_attempts,
     )
     avatars = AvatarStore.from_settings(settings)
+    installer = Installer.from_settings(settings, runtime.profile.name, bus)
     # Shared stores a service may ask for by naming them in job_kinds' keywords.
     shared = {"assets": assets, "avatars": avatars}
     kinds: dict[str, JobKind] = {}
@@ -97,11 +105,13 @@ def build_engine(
         accepted = inspect.signature(job_kinds).parameters
         for kind in job_kinds(runtime, **{k: v for k, v in shared.items() if k in accepted}):
             kinds[kind.name] = kind
-            queue.register(kind.name, kind.handler, device=kind.device)
+            # A missing model's error says "downloading, N%" (or the command to run) instead.
+            queue.register(kind.name, installer.guard(kind.handler), device=kind.device)
     engine = Engine(
         settings=settings, runtime=runtime, assets=assets, bus=bus, queue=queue,
-        library=Library(settings.data_dir), avatars=avatars, kinds=kinds,
+        library=Library(settings.data_dir), avatars=avatars, kinds=kinds, installer=installer,
     )
     if start:
         queue.start()
+        installer.start()
     return engine

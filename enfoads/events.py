@@ -36,6 +36,7 @@ __all__ = [
     "JobSucceeded",
     "JobFailed",
     "JobCancelled",
+    "ModelDownload",
     "EventBus",
     "RecordingBus",
     "event_from_dict",
@@ -98,8 +99,29 @@ class JobCancelled(Event):
     type: ClassVar[str] = "job.cancelled"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelDownload(Event):
+    """A model the server downloads by itself at start (``enfoads.installer``); not a job.
+
+    Sent when its state changes and while it downloads (at most about once a
+    second, and at each whole percent). ``job_id`` is empty: no job owns it.
+    States: ``queued``, ``downloading``, ``installed``, ``failed``, and
+    ``offline`` / ``off`` where nothing is downloaded (``HF_HUB_OFFLINE=1``,
+    ``ENFOADS_AUTO_DOWNLOAD=off``); ``message`` then names the command to run.
+    """
+
+    type: ClassVar[str] = "model.download"
+    job_id: str = ""
+    model_id: str = ""
+    state: str = "queued"
+    bytes_done: int = 0
+    bytes_total: int = 0
+    percent: float = 0.0
+    message: str = ""
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.type: cls for cls in (JobCreated, JobProgress, JobSucceeded, JobFailed, JobCancelled)
+    cls.type: cls for cls in (JobCreated, JobProgress, JobSucceeded, JobFailed, JobCancelled, ModelDownload)
 }
 
 

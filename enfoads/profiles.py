@@ -184,3 +184,40 @@ def choose_profile(name: str, hardware: Hardware, *, simulated_gpu: bool = False
             "(or set ENFOADS_GPU_BUDGET_GB to simulate a GPU on the CPU)"
         )
     return profile
+
+
+def detect_profile_without_torch(nvidia_smi: str | None = None, *, timeout_s: float = 20.0) -> str:
+    """``auto`` resolved from ``nvidia-smi`` alone (no torch import): ``t4``, ``gpu`` or ``cpu``.
+
+    For a process that must stay light (the Colab kernel: the server, started
+    later, is the one process that imports torch). The first GPU that
+    ``nvidia-smi --query-gpu=name,memory.total --format=csv,noheader`` lists
+    decides, with the same rule as :func:`choose_profile`; no ``nvidia-smi``,
+    or one that fails (no driver), means ``cpu``.
+    """
+    import shutil
+    import subprocess
+
+    binary = nvidia_smi or shutil.which("nvidia-smi")
+    name, vram = "", 0
+    if binary:
+        try:
+            out = subprocess.run(
+                [binary, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=timeout_s, check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) >= 2 and parts[0]:
+                amount = parts[1].split()[0] if parts[1].split() else "0"  # "15360 MiB"
+                try:
+                    vram = int(float(amount)) * 1024**2
+                except ValueError:
+                    vram = 0
+                name = parts[0]
+                break
+    total, available = host_memory()
+    hardware = Hardware(bool(name), name or "cpu", vram, None, None, total, available, os.cpu_count() or 1)
+    return choose_profile("auto", hardware).name

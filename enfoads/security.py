@@ -66,17 +66,20 @@ class Credentials:
         return bool(candidate) and hmac.compare_digest(candidate.encode(), self.key.encode())
 
     def issue_token(self, ttl_s: int = TOKEN_TTL_S, now: float | None = None) -> str:
+        """``v2.<expires>.<nonce>.<sig>``: the nonce makes every login's token its own, so the
+        library (``enfoads.library``, kept per token) of two browsers never mixes."""
         expires = int((now or time.time()) + ttl_s)
-        sig = base64.urlsafe_b64encode(_mac(self.key, "token", str(expires))).decode().rstrip("=")
-        return f"v1.{expires}.{sig}"
+        nonce = secrets.token_urlsafe(9)
+        sig = base64.urlsafe_b64encode(_mac(self.key, "token", f"{expires}.{nonce}")).decode().rstrip("=")
+        return f"v2.{expires}.{nonce}.{sig}"
 
     def check_token(self, token: str | None, now: float | None = None) -> bool:
-        if not token or token.count(".") != 2:
+        if not token or token.count(".") != 3:
             return False
-        version, expires, sig = token.split(".")
-        if version != "v1" or not expires.isdigit():
+        version, expires, nonce, sig = token.split(".")
+        if version != "v2" or not expires.isdigit() or not nonce:
             return False
-        expected = base64.urlsafe_b64encode(_mac(self.key, "token", expires)).decode().rstrip("=")
+        expected = base64.urlsafe_b64encode(_mac(self.key, "token", f"{expires}.{nonce}")).decode().rstrip("=")
         if not hmac.compare_digest(sig.encode(), expected.encode()):
             return False
         return int(expires) > (now or time.time())

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         description="test switch: 'image:1,speech:2' makes the next N leases of a role's model raise "
         "an out-of-memory error inside the job",
     )
+    auto_download: Literal["auto", "off"] = Field(
+        "auto", description="at start, download the profile's missing models in the background (off: never)"
+    )
+    catalog_overrides: Path | None = Field(
+        None,
+        description="test switch: a JSON file replacing the download URLs and published sha256 digests of "
+        "catalogue sources for the automatic download (a replica hub, enfoads.testing.replicas)",
+    )
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
     )

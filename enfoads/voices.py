@@ -21,6 +21,12 @@ dataset makes it clear, else ``"unknown"`` (``es_MX-claude-high`` and
 ``es_MX-ald-medium`` are described both ways by third parties; their order in
 the fallbacks is a guess to check by ear).
 
+``gender`` is kept lowercase here (``female``, ``male``, ``unknown``); the
+frontend compares it capitalised (it colours a voice pink when ``gender`` is
+exactly ``Female``), so ``GET /voices`` answers :func:`frontend_gender`.
+``country`` is already what it shows a flag for: exactly ``Colombia`` or
+``México`` (with the accent, NFC).
+
 This module holds data and lookups only; what is usable *now* (files present,
 espeak-ng installed, edge reachable) is ``enfoads.tts.available_voices``.
 """
@@ -45,6 +51,8 @@ __all__ = [
     "canonical_id",
     "fallbacks_for",
     "piper_voices",
+    "FRONTEND_GENDERS",
+    "frontend_gender",
 ]
 
 PIPER, ESPEAK, EDGE = "piper", "espeak", "edge"
@@ -191,6 +199,15 @@ _EDGE_FALLBACKS: dict[str, tuple[str, ...]] = {
 
 _EDGE_SHORT_NAME = re.compile(r"^[a-z]{2,3}-[A-Z]{2}-[A-Za-z]+Neural$")
 _PIPER_NAME = re.compile(r"^[a-z]{2,3}_[A-Z]{2}-[a-z0-9_]+-(x_low|low|medium|high)$")
+
+
+#: ``gender`` as the frontend compares it (``voice.gender === 'Female'``).
+FRONTEND_GENDERS: dict[str, str] = {"female": "Female", "male": "Male", "unknown": "Unknown"}
+
+
+def frontend_gender(gender: str) -> str:
+    """``Female``, ``Male`` or ``Unknown``: a catalogue gender spelled as the frontend compares it."""
+    return FRONTEND_GENDERS.get(str(gender).strip().lower(), "Unknown")
 
 
 def get(voice_id: str) -> CatalogVoice | None:

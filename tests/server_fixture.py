@@ -1,4 +1,8 @@
-"""A real `enfoads serve` process on 127.0.0.1 for the HTTP, Socket.IO and OpenAI tests."""
+"""A real `enfoads serve` process on 127.0.0.1 for the HTTP, Socket.IO and OpenAI tests.
+
+``Server.proc`` is the process started: gunicorn's arbiter. The app, the
+engine and the models live in its one worker, ``Server.worker_pid``.
+"""
 from __future__ import annotations
 
 import os
@@ -12,6 +16,15 @@ from pathlib import Path
 import requests
 
 from enfoads.security import url_prefix
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux ``/proc``)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 def free_port() -> int:
@@ -29,6 +42,18 @@ class Server:
     log: Path
     data_dir: Path
     first_answer_s: float
+
+    @property
+    def worker_pid(self) -> int:
+        """The pid of the one worker (the process that holds the engine); waits for it briefly."""
+        deadline = time.monotonic() + 10
+        while True:
+            pids = child_pids(self.proc.pid)
+            if pids:
+                return pids[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"enfoads serve (pid {self.proc.pid}) has no worker process")
+            time.sleep(0.05)
 
     @property
     def frontend_base(self) -> str:

@@ -103,8 +103,8 @@ def refs(server) -> dict:
     assert requests.get(job["url"], timeout=10).status_code == 200
     assert requests.get(avatar_url, timeout=10).status_code == 200
     token = server.post("/auth/login", json={"username": "demo_user"}).json()["token"]
-    version, expires, sig = token.split(".")
-    values["tampered_token"] = f"{version}.{int(expires) + 86400}.{sig}"
+    version, expires, nonce, sig = token.split(".")
+    values["tampered_token"] = f"{version}.{int(expires) + 86400}.{nonce}.{sig}"
     values["expired_token"] = Credentials(server.key).issue_token(ttl_s=-10)
     assert server.get("/gpu-status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     return values

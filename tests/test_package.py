@@ -157,3 +157,81 @@ def test_residency_bench_holds_budgets_and_its_goal():
     ours = residency_trace.replay_manager(trace, table, gpu, ram)
     assert ours["over_budget"] == 0
     assert ours["gpu_loads"] / residency_trace.belady_gpu_loads(trace, table, gpu) <= 1.10
+
+
+# ---------------------------------------------------------------------------
+# Packaging metadata: pyproject.toml (PEP 621); the wheel itself is tested in test_wheel_notebook.py
+# ---------------------------------------------------------------------------
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+# What setup.py declared before pyproject.toml: none may be lost.
+DEPENDENCIES_BEFORE = {
+    "torch>=2.1", "diffusers>=0.30", "transformers>=4.44", "accelerate>=0.33", "safetensors>=0.4",
+    "huggingface_hub>=1.0", "faster-whisper>=1.0", "insightface>=0.7.3", "onnx>=1.15", "onnxruntime>=1.17",
+    "opencv-python-headless>=4.8", "flask>=3.0", "flask-socketio>=5.3", "simple-websocket>=1.0", "flask-cors>=4.0",
+    "flask-limiter>=3.5", "pyngrok>=7.0", "pydantic>=2.5", "pydantic-settings>=2.7", "pillow>=10.0", "numpy>=1.24",
+    "tqdm>=4.66", "piper-tts>=1.8", "imageio-ffmpeg>=0.5", "nvidia-ml-py>=12",
+}
+EXTRAS_BEFORE = {
+    "gpu": {"onnxruntime-gpu>=1.24,<1.25"},
+    "online": {"edge-tts>=7"},
+    "test": {"pytest>=8.0", "nbclient>=0.10", "ipykernel>=6.29", "requests>=2.31", "openai>=1.30",
+             "python-socketio[client]>=5.10", "websocket-client>=1.7", "ipywidgets>=8", "jsonschema>=4", "schemathesis>=4.0"},
+}
+
+
+def test_the_version_lives_in_one_place():
+    data = _pyproject()
+    project = data["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    assert data["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "enfoads._version.__version__"}
+    assert data["build-system"]["build-backend"] == "setuptools.build_meta"
+    import re
+
+    for name in ("pyproject.toml", "setup.py"):
+        assert not re.search(r"^\s*version\s*=\s*['\"]", (REPO / name).read_text(), re.M), f"a version in {name}"
+    assert re.fullmatch(r'__version__ = "[^"]+"\n', (REPO / "enfoads" / "_version.py").read_text())
+
+
+def test_setup_py_is_a_bare_shim():
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "setup"]
+    assert len(calls) == 1 and not calls[0].args and not calls[0].keywords, "metadata belongs in pyproject.toml"
+
+
+def test_dependencies_and_extras_are_kept_in_pyproject():
+    project = _pyproject()["project"]
+    assert DEPENDENCIES_BEFORE <= set(project["dependencies"])
+    extras = {k: set(v) for k, v in project["optional-dependencies"].items()}
+    for name, before in EXTRAS_BEFORE.items():
+        assert before <= extras[name], name
+    # colab: only what Colab lacks. Colab manages ipykernel and ipywidgets (it ships ipywidgets 7).
+    assert not any(r.startswith(("ipykernel", "ipywidgets", "nbclient", "enfoads")) for r in extras["colab"])
+    assert project["scripts"] == {"enfoads": "enfoads.cli:main"}
+    assert project["requires-python"] == ">=3.10"
+
+
+def test_profile_detection_without_torch(tmp_path):
+    def smi(name, script):
+        path = tmp_path / name
+        path.write_text("#!/bin/sh\n" + script + "\n")
+        path.chmod(0o755)
+        return str(path)
+
+    code = (
+        "import json, sys; from enfoads.profiles import detect_profile_without_torch as d; "
+        "print(json.dumps([[d(p) for p in sys.argv[1:]], 'torch' in sys.modules]))"
+    )
+    args = [
+        smi("t4", "echo 'Tesla T4, 15360 MiB'"),
+        smi("l4", "echo 'NVIDIA L4, 23034 MiB'; echo 'Tesla T4, 15360 MiB'"),  # the first GPU decides
+        smi("broken", "echo 'NVIDIA-SMI has failed because it could not communicate with the driver' >&2; exit 9"),
+        str(tmp_path / "missing"),
+    ]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [["t4", "gpu", "cpu", "cpu"], False]

@@ -1,12 +1,12 @@
 """``create_app(settings)``: the Flask app, its Socket.IO server and the security around them.
 
-Server choice: Flask-SocketIO in ``threading`` mode on Werkzeug's threaded
-server, with simple-websocket for WebSockets (long-polling works too, for
+Server choice: Flask-SocketIO in ``threading`` mode, served by gunicorn's
+threaded worker (``enfoads.server``), with simple-websocket for WebSockets (long-polling works too, for
 tunnels that drop WebSockets). Every request and every job runs in a real OS
 thread: no gevent/eventlet monkey-patching, under which a long torch call in
 a greenlet would freeze every other request. GPU work never runs in a request
 thread: it is a job, run by the one GPU worker, so light routes keep
-answering while the GPU is busy. One process by design: one GPU, one
+answering while the GPU is busy. One worker process by design: one GPU, one
 residency manager, one job queue.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 
 from flask import Flask, g, request
 from flask_cors import CORS
+from flask_cors.core import ACL_ORIGIN, get_cors_options, set_cors_headers
 from flask_limiter import Limiter
 from flask_socketio import SocketIO
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # Routes reachable without the key: the health check, CORS preflights, media
 # (they carry their own signature) and Socket.IO (it authenticates on connect).
 PUBLIC_ENDPOINTS = {"system.health", "media.get_media", "frontend.avatar_image", "static"}
+CORS_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "ngrok-skip-browser-warning"]
+CORS_METHODS = ["GET", "POST", "OPTIONS"]
 
 
 class SecretPrefixMiddleware:
@@ -64,18 +67,31 @@ def request_is_authenticated(credentials: Credentials) -> bool:
     return bool(request.environ.get("enfoads.prefix_auth")) or credentials.check_bearer(_bearer())
 
 
-def _socket_origin_check(allowed_origins):
-    """Socket.IO origins: the CORS allow-list plus the server's own origin (same-origin clients)."""
-    allowed = set(allowed_origins)
+def init_cors(app: Flask, allowed_origins) -> None:
+    """CORS: any origin under the secret URL prefix, the allow-list (``ENFOADS_CORS_ORIGINS``) at the root.
 
-    def check(origin, environ=None) -> bool:
-        if origin in allowed:
-            return True
-        environ = environ or {}
-        own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
-        return origin == own
+    Users host the frontend anywhere (a static host, a laptop's dev server),
+    so the server cannot know its origin in advance. Under the secret prefix
+    the URL itself is the credential and no cookie is ever used, so any
+    origin may call it, without ``Access-Control-Allow-Credentials``: a page
+    can only reach what its own code already knows the secret URL of. At the
+    root, where the key travels in a header, the allow-list stays.
 
-    return check
+    flask-cors matches ``request.path``, which no longer holds the prefix
+    (``SecretPrefixMiddleware`` moves it to SCRIPT_NAME), so prefixed
+    requests get their headers from a second set of flask-cors options here.
+    This hook is registered after flask-cors's own and so runs before it;
+    flask-cors leaves a response that already has its CORS headers alone.
+    """
+    CORS(app, origins=list(allowed_origins), allow_headers=CORS_HEADERS, methods=CORS_METHODS, max_age=600)
+    any_origin = get_cors_options(app, {"origins": "*", "allow_headers": CORS_HEADERS, "methods": CORS_METHODS,
+                                        "max_age": 600, "supports_credentials": False})
+
+    @app.after_request
+    def _prefix_cors(response):
+        if request.environ.get("enfoads.prefix_auth") and not response.headers.get(ACL_ORIGIN):
+            set_cors_headers(response, any_origin)
+        return response
 
 
 def create_app(settings: Settings | None = None, *, engine_factory=None, hardware=None) -> Flask:
@@ -100,13 +116,7 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
     app_state = AppState(settings, credentials, holder, generated)
     app.extensions[EXTENSION] = app_state
 
-    CORS(
-        app,
-        origins=list(settings.cors_origins),
-        allow_headers=["Content-Type", "Authorization", "X-API-Key", "ngrok-skip-browser-warning"],
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=600,
-    )
+    init_cors(app, settings.cors_origins)
     limiter = Limiter(
         key_func=lambda: f"{_bearer() or request.environ.get('enfoads.prefix_auth', '')}|{request.remote_addr}",
         app=app,
@@ -145,7 +155,14 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
     socketio = SocketIO(
         app,
         async_mode="threading",
-        cors_allowed_origins=_socket_origin_check(settings.cors_origins),
+        # Any origin: socket.io-client turns the pasted URL https://host/<prefix> into the
+        # default path /socket.io at the host's root plus the namespace /<prefix>, so the
+        # transport's requests (where Engine.IO checks the origin) carry no prefix and cannot
+        # tell the frontend's namespace from the root one. The namespaces authenticate
+        # instead (the secret one by being secret, the root one with the key in `auth`), and
+        # no cookie is ever used, so a foreign page gains nothing without the URL or the key.
+        cors_allowed_origins="*",
+        cors_credentials=False,  # hence never Access-Control-Allow-Credentials
         namespaces=["/", "/" + credentials.prefix],
         max_http_buffer_size=1_000_000,
     )

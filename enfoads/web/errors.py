@@ -49,6 +49,7 @@ def _subclasses(cls):
 
 def _by_type() -> dict[str, tuple[int, str]]:
     # Failed jobs record their error's class name; these are the names the web answers for.
+    import enfoads.installer  # noqa: F401 - registers ModelDownloadingError as a subclass
     import enfoads.registry  # noqa: F401 - registers ModelNotInstalledError as a subclass
 
     table = {cls.__name__: (cls.status, cls.code) for cls in _subclasses(E.EnfoadsError)}

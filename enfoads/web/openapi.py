@@ -77,6 +77,28 @@ def build_spec(server_url: str = "/") -> dict:
             "model": {"type": "string"},
         },
     }
+    # The frontend's saved asset: `id` its IndexedDB key (an integer), `createdAt` Date.now() (ms).
+    library_item = {
+        "type": "object", "required": ["type", "content"], "additionalProperties": False,
+        "properties": {
+            "id": {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 2**53 - 1},
+                             {"type": "string", "minLength": 1, "maxLength": 128}]},
+            "type": {"enum": ["image", "video", "audio"]},
+            "content": {"type": "string", "minLength": 1,
+                        "description": "a data URI of the asset's type, or an http(s) URL"},
+            "prompt": {"type": "string", "maxLength": 10000},
+            "createdAt": {"anyOf": [{"type": "number", "minimum": 0, "maximum": 2**53 - 1},
+                                    {"type": "string", "minLength": 1, "maxLength": 64}]},
+            "name": {"type": "string", "maxLength": 500},
+            "metadata": {"type": "object"},
+        },
+    }
+    library_list = {"type": "object", "required": ["status", "assets", "assets_count"], "properties": {
+        "status": {"const": "success"}, "assets": {"type": "array", "items": {
+            "type": "object", "required": ["id", "type", "content"], "properties": {
+                "id": {"type": ["integer", "string"]}, "type": {"type": "string"}, "content": {"type": "string"},
+                "prompt": {"type": "string"}, "createdAt": {"type": ["number", "string"]}}}},
+        "assets_count": {"type": "integer", "minimum": 0}}}
     sync_accepted = {"202": {"description": "Still running after the wait: poll the job",
                              "content": _json({"type": "object", "required": ["status", "job_id"],
                                                "properties": {"status": {"const": "processing"},
@@ -94,12 +116,14 @@ def build_spec(server_url: str = "/") -> dict:
             body_content={"application/json": {"schema": {}}}, body_required=False, tags=["frontend"])},
         "/gpu-status": {"get": _op("GPU and residency status", {**_ok({
             "type": "object", "required": ["status", "device", "vram_total_gb", "models_loaded"],
-            "properties": {"status": {"enum": ["online", "offline"]}, "device": {"type": "string"},
+            # "online" whenever the engine runs, GPU or not (the frontend's badge is green only then).
+            "properties": {"status": {"const": "online"}, "device": {"type": "string"},
+                           "gpu": {"type": "boolean"},
                            "vram_total_gb": {"type": "number"}, "vram_allocated_gb": {"type": "number"},
                            "vram_reserved_gb": {"type": "number"}, "vram_free_gb": {"type": "number"},
                            "utilization_percent": {"type": ["number", "null"]},
                            "utilization_source": {"enum": ["nvml", "unavailable", "none"]},
-                           "vram_used_percent": {"type": "number"},
+                           "vram_used_percent": {"type": "number"}, "downloads": OBJ,
                            "models_loaded": {"type": "array", "items": {"type": "string"}},
                            "cuda_version": {"type": ["string", "null"]}, "residency": OBJ}}),
             **_errors(*COMMON)}, tags=["system"])},
@@ -153,15 +177,18 @@ def build_spec(server_url: str = "/") -> dict:
                     {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 25}},
                     {"name": "job_id", "in": "query", "schema": {"type": "string"}}], tags=["jobs"])},
         "/api/assets": {
-            "get": _op("The frontend's saved assets", {**_ok({"type": "object", "required": ["assets", "assets_count"],
-                                                             "properties": {"assets": {"type": "array"},
-                                                                            "assets_count": {"type": "integer"}}}),
-                                                        **_errors(400, *COMMON)}, tags=["frontend"]),
-            "post": _op("Save an asset", {"201": {"description": "Saved", "content": _json(
-                {"type": "object", "required": ["assets", "assets_count"]})}, **_errors(400, 413, 415, *COMMON)},
-                body={"type": "object", "required": ["type", "content"], "properties": {
-                    "id": {"type": "string"}, "type": {"type": "string"}, "content": {"type": "string"},
-                    "prompt": {"type": "string"}, "createdAt": {"type": "string"}}}, tags=["frontend"]),
+            "get": _op("This client's saved assets, as it sent them", {**_ok(library_list), **_errors(400, *COMMON)},
+                       params=[{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                            "maximum": 1000}},
+                               {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                                             "maximum": 10**9}}],
+                       tags=["frontend"]),
+            "post": _op("Save an asset (or replace this client's asset of the same id)", {
+                "201": {"description": "Saved", "content": _json(library_list)}, **_errors(400, 413, 415, *COMMON)},
+                body={"anyOf": [library_item, {
+                    "type": "object", "required": ["assets"], "additionalProperties": False,
+                    "properties": {"assets": {"type": "array", "minItems": 1, "maxItems": 100,
+                                              "items": library_item}}}]}, tags=["frontend"]),
         },
         "/media/{asset_id}": {"get": _op("A media file by signed URL (no key)", {
             "200": {"description": "The file", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
@@ -214,7 +241,11 @@ def build_spec(server_url: str = "/") -> dict:
         paths[path] = {"post": _op("Not in this version", {**_errors(501, *COMMON)},
                                    body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])}
     paths["/voices"] = {"get": _op("Voices usable now", {**_ok({"type": "object", "required": ["voices"], "properties": {
-        "voices": {"type": "array", "items": {"type": "object", "required": ["id", "name", "language"]}}}}),
+        "voices": {"type": "array", "items": {
+            "type": "object", "required": ["id", "name", "language", "gender", "country"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "language": {"type": "string"},
+                           # Capitalised: the frontend colours a voice pink when gender is exactly "Female".
+                           "gender": {"enum": ["Female", "Male", "Unknown"]}, "country": {"type": "string"}}}}}}),
         **_errors(*COMMON)}, tags=["frontend"])}
     avatar = {"type": "object", "required": ["id", "name", "img"]}
     paths["/avatars"] = {

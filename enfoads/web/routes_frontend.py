@@ -148,9 +148,93 @@ def enhance_media():
 
 @bp.get("/voices")
 def voices():
+    """The voices usable now; ``gender`` as the frontend compares it (``Female``/``Male``, capitalised)."""
     from enfoads.tts import available_voices
+    from enfoads.voices import frontend_gender
 
-    return jsonify({"status": "success", "voices": available_voices(state().settings)})
+    listed = [{**v, "gender": frontend_gender(v["gender"])} for v in available_voices(state().settings)]
+    return jsonify({"status": "success", "voices": listed})
+
+
+# ------------------------------------------------------------------ the saved-assets library
+
+MAX_ASSETS_PER_POST = 100
+
+
+def _library_client() -> str:
+    """This request's library partition (see ``enfoads.library.client_identity`` for why these values)."""
+    from enfoads.library import client_identity
+
+    creds = state().credentials
+    header = request.headers.get("Authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    api_key = request.headers.get("X-API-Key")
+    is_key = creds.check_key(bearer) or (bearer is None and creds.check_key(api_key))
+    return client_identity(bearer or None, is_api_key=is_key, remote_addr=request.remote_addr,
+                           user_agent=request.headers.get("User-Agent"))
+
+
+def _query_int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput.field(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
+    return value
+
+
+@bp.get("/api/assets")
+def list_library():
+    """This client's saved assets, in exactly the shape it sent them, the last first saved first."""
+    lib, client = engine().library, _library_client()
+    limit = _query_int("limit", 200, 1, 1000)
+    offset = _query_int("offset", 0, 0, 10**9)
+    return jsonify({"status": "success", "assets": lib.list(client, limit=limit, offset=offset),
+                    "assets_count": lib.count(client)})
+
+
+@bp.post("/api/assets")
+def add_to_library():
+    """Save one asset (the frontend's ``{id, type, content, prompt, createdAt}``) or ``{assets: [...]}``.
+
+    A ``content`` that is one of this server's signed media URLs is kept
+    valid past its expiry for as long as its asset exists: the frontend keeps
+    the URL for good.
+    """
+    from enfoads.library import media_link, validate_item
+
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    if "assets" in body:
+        items = body["assets"]
+        if set(body) != {"assets"}:
+            raise InvalidInput.field("assets", "send either one asset or {\"assets\": [...]} alone")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_ASSETS_PER_POST:
+            raise InvalidInput.field("assets", f"a list of 1 to {MAX_ASSETS_PER_POST} assets")
+    else:
+        items = [body]
+    checked = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(validate_item(item))
+        except InvalidInput as exc:
+            if "assets" not in body:
+                raise
+            raise type(exc)(f"assets[{index}]: {exc.message}",
+                            fields={f"assets[{index}].{k}": v for k, v in exc.fields.items()}) from None
+    # Every item is valid before any is saved.
+    eng, client = engine(), _library_client()
+    saved = []
+    for stored in checked:
+        link = media_link(stored["content"])
+        kept = link is not None and eng.assets.keep_link(*link)
+        saved.append(eng.library.add(client, stored, media_asset_id=link[0] if kept else None))
+    response = jsonify({"status": "success", "assets": saved, "assets_count": eng.library.count(client)})
+    response.status_code = 201
+    return response
 
 
 def _avatar_view(avatar) -> dict:

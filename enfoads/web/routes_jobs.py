@@ -1,4 +1,4 @@
-"""The native job API, the event long-poll and the frontend's saved-assets library."""
+"""The native job API and the event long-poll (the frontend's library is in routes_frontend)."""
 from __future__ import annotations
 
 import time
@@ -91,24 +91,3 @@ def events_since():
         events = bus.events_since(since, job_id=job_id, limit=500)
     last = events[-1].seq if events else max(since, 0)
     return jsonify({"status": "success", "events": [e.to_dict() for e in events], "last_seq": last})
-
-
-@bp.get("/api/assets")
-def list_library():
-    lib = engine().library
-    limit = _int_arg("limit", 200, 1, 1000)
-    offset = _int_arg("offset", 0, 0, 10**9)
-    items = lib.list(limit=limit, offset=offset)
-    return jsonify({"status": "success", "assets": items, "assets_count": lib.count()})
-
-
-@bp.post("/api/assets")
-def add_to_library():
-    body = json_body(state().settings.max_body_mb * 1_000_000)
-    # The frontend posts one asset; a list under "assets" is accepted too.
-    items = body["assets"] if isinstance(body.get("assets"), list) else [body]
-    lib = engine().library
-    saved = [lib.add(item) for item in items]
-    response = jsonify({"status": "success", "assets": saved, "assets_count": lib.count()})
-    response.status_code = 201
-    return response

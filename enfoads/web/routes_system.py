@@ -32,8 +32,12 @@ def _gpu_figures(eng) -> dict:
     hw = eng.runtime.hardware
     stats = eng.runtime.residency.stats()
     figures = {
-        "status": "online" if hw.cuda else "offline",
+        # "online" means the engine answers and runs jobs, on a GPU or a CPU: the
+        # frontend's badge is green only on "online" (it shows "offline" itself
+        # when this route cannot be reached). Whether a GPU is there is `gpu`/`device`.
+        "status": "online",
         "device": hw.device_name if hw.cuda else "cpu",
+        "gpu": bool(hw.cuda),
         "cuda_version": hw.cuda_version,
         "driver": hw.driver,
         "vram_total_gb": round(hw.vram_total_bytes / GIB, 2),
@@ -61,6 +65,8 @@ def _gpu_figures(eng) -> dict:
     figures["host_ram_total_gb"] = round(ram_total / GIB, 2)
     figures["host_ram_available_gb"] = round(ram_available / GIB, 2)
     figures["profile"] = eng.runtime.profile.name
+    # First start: the profile's missing models downloading in the background (enfoads.installer).
+    figures["downloads"] = eng.installer.status() if getattr(eng, "installer", None) else {}
     return figures
 
 
@@ -86,7 +92,7 @@ def gpu_utilization(index: int) -> dict:
 
 @bp.get("/gpu-status")
 def gpu_status():
-    """The frontend's GPU card; ``status: offline`` (still 200) on a machine without a GPU."""
+    """The frontend's GPU card: ``status: online`` whenever the engine runs, ``device: cpu`` without a GPU."""
     return jsonify(_gpu_figures(engine()))
 
 
