@@ -107,6 +107,20 @@ def _clean_strings(body: dict) -> None:
                 stack.append((child, path))
 
 
+def query_number(name: str, default, lo, hi, *, kind=int):
+    """A query-string number (``kind`` int or float) within [lo, hi], or a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidInput.field(name, "must be an integer" if kind is int else "must be a number") from None
+    if not lo <= value <= hi:
+        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
+    return value
+
+
 def form_text(name: str) -> str | None:
     """A multipart or urlencoded form field under the same text rule as JSON bodies."""
     value = request.form.get(name)

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request, send_file, url_for
 
 from enfoads.errors import InvalidInput, NotImplementedInVersion
 from enfoads.web.errors import code_for_job_error, error_response, status_for_job_error
-from enfoads.web.http import MEDIA_URL_TTL_S, json_body, result_asset_ids
+from enfoads.web.http import MEDIA_URL_TTL_S, json_body, query_number, result_asset_ids
 from enfoads.web.state import engine, state
 
 bp = Blueprint("frontend", __name__)
@@ -174,25 +174,12 @@ def _library_client() -> str:
                            user_agent=request.headers.get("User-Agent"))
 
 
-def _query_int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput.field(name, "must be an integer") from None
-    if not lo <= value <= hi:
-        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
-    return value
-
-
 @bp.get("/api/assets")
 def list_library():
     """This client's saved assets, in exactly the shape it sent them, the last first saved first."""
     lib, client = engine().library, _library_client()
-    limit = _query_int("limit", 200, 1, 1000)
-    offset = _query_int("offset", 0, 0, 10**9)
+    limit = query_number("limit", 200, 1, 1000)
+    offset = query_number("offset", 0, 0, 10**9)
     return jsonify({"status": "success", "assets": lib.list(client, limit=limit, offset=offset),
                     "assets_count": lib.count(client)})
 

@@ -7,38 +7,12 @@ from flask import Blueprint, jsonify, request
 
 from enfoads.errors import InvalidInput
 from enfoads.jobs import STATES
-from enfoads.web.http import job_view, json_body
+from enfoads.web.http import job_view, json_body, query_number
 from enfoads.web.state import engine, state
 
 bp = Blueprint("jobs", __name__)
 SUBMIT_ENDPOINTS = ["jobs.submit_job"]
 LONG_POLL_MAX_S = 25.0  # under common proxy idle timeouts (ngrok, Colab)
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput.field(name, "must be an integer") from None
-    if not lo <= value <= hi:
-        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
-    return value
-
-
-def _float_arg(name: str, default: float, lo: float, hi: float) -> float:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput.field(name, "must be a number") from None
-    if not lo <= value <= hi:
-        raise InvalidInput.field(name, f"must be between {lo} and {hi}")
-    return value
 
 
 @bp.post("/api/jobs")
@@ -61,7 +35,7 @@ def list_jobs():
     unknown = [s for s in states if s not in STATES]
     if unknown:
         raise InvalidInput.field("state", f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}")
-    limit = _int_arg("limit", 50, 1, 500)
+    limit = query_number("limit", 50, 1, 500)
     kind = request.args.get("kind")
     jobs = engine().queue.list(states=states or None, kind=kind, limit=limit)
     return jsonify({"status": "success", "jobs": [job_view(j) for j in jobs]})
@@ -80,8 +54,8 @@ def cancel_job(job_id: str):
 @bp.get("/api/events")
 def events_since():
     """Long-poll fallback for when WebSockets fail through a tunnel: events after ``since``."""
-    since = _int_arg("since", 0, 0, 2**62)
-    timeout = _float_arg("timeout", LONG_POLL_MAX_S, 0.0, LONG_POLL_MAX_S)
+    since = query_number("since", 0, 0, 2**62)
+    timeout = query_number("timeout", LONG_POLL_MAX_S, 0.0, LONG_POLL_MAX_S, kind=float)
     job_id = request.args.get("job_id")
     bus = engine().bus
     deadline = time.monotonic() + timeout
