@@ -330,7 +330,8 @@ class AssetStore:
     ) -> list[str]:
         """Delete the oldest assets until the total fits the quota.
 
-        Assets whose ``job_id`` is in ``unfinished_jobs`` are never deleted.
+        Assets whose ``job_id`` is in ``unfinished_jobs`` are never deleted, nor
+        assets with a kept link (:meth:`keep_link`: saved in a client's library).
         Pass a callable (``JobQueue.unfinished_job_ids``): it is read *after*
         the candidates are chosen, and since a finished job never becomes
         unfinished again, a job that starts meanwhile cannot lose its assets.
@@ -350,13 +351,17 @@ class AssetStore:
             total = int(conn.execute("SELECT COALESCE(SUM(bytes), 0) FROM assets").fetchone()[0])
             if total <= quota:
                 return []
-            rows = conn.execute("SELECT id, bytes, job_id FROM assets ORDER BY created, rowid").fetchall()
+            # An asset a client saved a link to (the frontend's library) is the user's: never a victim.
+            rows = conn.execute(
+                "SELECT id, bytes, job_id, EXISTS (SELECT 1 FROM asset_links_kept k WHERE k.asset_id = assets.id) "
+                "FROM assets ORDER BY created, rowid"
+            ).fetchall()
         protected = set(unfinished_jobs() if callable(unfinished_jobs) else unfinished_jobs)
         removed: list[str] = []
-        for asset_id, size, job_id in rows:
+        for asset_id, size, job_id, kept in rows:
             if total <= quota:
                 break
-            if job_id is not None and job_id in protected:
+            if kept or (job_id is not None and job_id in protected):
                 continue
             if self.delete(asset_id):
                 total -= size

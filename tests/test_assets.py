@@ -166,3 +166,16 @@ def test_orphan_and_temporary_files_are_removed_on_start(tmp_path):
     assert not orphan.exists() and not tmp.exists()
     assert fresh.exists()  # maybe another process is about to insert its row
     assert store.read_bytes(kept.id) == b"keep"
+
+
+def test_quota_never_removes_an_asset_a_library_kept_a_link_to(tmp_path):
+    clock = Clock()
+    store = AssetStore(tmp_path, clock=clock, quota_bytes=150)
+    made = []
+    for i in range(3):
+        clock.t += 1
+        made.append(store.save_bytes(bytes([i]) * 100, "video/mp4", job_id=f"job{i}"))
+    assert store.keep_link(made[0].id, *store.sign(made[0].id, 60))  # the oldest is saved in a library
+    assert store.cleanup() == [made[1].id, made[2].id]  # the oldest is spared
+    assert store.cleanup(quota_bytes=0) == []
+    assert [a.id for a in store.list()] == [made[0].id]  # over the quota, but the user's video stays
