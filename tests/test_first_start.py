@@ -120,13 +120,25 @@ def test_a_request_during_the_download_answers_503_with_progress(first_start):
 
 
 def test_after_the_download_the_first_image_is_served(first_start):
+    import socketio
+
     server, fake, _ = first_start
+    seen = []
+    client = socketio.Client()
+    client.on("model_download", seen.append, namespace="/" + server.prefix)
+    client.connect(server.frontend_base, namespaces=["/" + server.prefix], wait_timeout=10)
     fake._release.set()
     deadline = time.monotonic() + 120
     while not any(e["state"] == "installed" for e in download_events(server, IMAGE)):
         assert not any(e["state"] == "failed" for e in download_events(server, IMAGE)), download_events(server, IMAGE)
         assert time.monotonic() < deadline, server.log.read_text()[-3000:]
         time.sleep(0.2)
+    # Socket.IO clients were told too, as model_download events (no job owns a download).
+    deadline = time.monotonic() + 10
+    while not any(e["model_id"] == IMAGE and e["state"] == "installed" for e in seen):
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(0.1)
+    client.disconnect()
     r = server.post("/generate-image", json=IMAGE_REQUEST)
     assert r.status_code == 200, r.text
     assert r.json()["image"].startswith("data:image/png;base64,")

@@ -89,6 +89,14 @@ class Realtime:
     # ------------------------------------------------------------------ emitting
     def on_event(self, event: ev.Event) -> None:
         """Bus subscriber (runs in a worker thread): forward to the rooms concerned."""
+        if isinstance(event, ev.ModelDownload):
+            # First-start downloads concern every client (no job owns them): model_download to all.
+            payload = {"model_id": event.model_id, "state": event.state, "bytes_done": event.bytes_done,
+                       "bytes_total": event.bytes_total, "percent": event.percent, "message": event.message,
+                       "seq": event.seq}
+            for namespace in ("/", self.frontend_ns):
+                self.socketio.emit("model_download", payload, to=[ALL_ROOM], namespace=namespace)
+            return
         payload = self._event_payload(event)
         if payload is None:
             return
