@@ -176,6 +176,7 @@ def make_files() -> dict[str, bytes]:
         "unknown_codec.wav": bytes(unknown_codec),
         "not_audio.txt": b"this is a text file, not audio\n" * 20,
         "empty.wav": b"",
+        "no_samples.wav": wav_bytes(np.zeros(0)),
     }
 
 
@@ -522,6 +523,10 @@ CASES = [
 ]
 
 ACCEPTED = [
+    post("audio_no_samples", "a well-formed WAV holding no samples: an empty transcript, not an error "
+         "(a zero-byte file is refused, see audio_zero_length_upload)", "/v1/audio/transcriptions", 200,
+         files={"file": {"file": "no_samples.wav", "mime": "audio/wav", "filename": "no_samples.wav"}},
+         form={"model": "whisper-1"}, body_has={"text": ""}),
 ]
 
 
