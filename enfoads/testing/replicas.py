@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 #: Bump when what a replica holds changes, so cached builds are rebuilt.
-REPLICA_VERSION = 2
+REPLICA_VERSION = 3
 PLACEHOLDER_PREFIX = b"enfoads replica placeholder"
 ZIP_DATE = (2024, 1, 1, 0, 0, 0)
 
@@ -332,67 +332,12 @@ def _build_whisper(seed: int, work: Path, *, n_mels: int, preprocessor: bool, vo
     ``vocabulary.txt`` (one token per line, as older converters wrote), with or without
     ``preprocessor_config.json``.
     """
-    import torch
-    from ctranslate2.converters import TransformersConverter
-    from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
-
     from enfoads.tiny import whisper as tw
 
-    hf_dir, ct2_dir = work / "hf", work / "ct2"
-    hf_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed * 1000 + n_mels)
+    ct2_dir = work / "ct2"
+    ct2_dir.mkdir(parents=True, exist_ok=True)
     with _quiet_libraries():
-        tw._build_tokenizer().save(str(hf_dir / "tokenizer.json"))
-        (hf_dir / "tokenizer_config.json").write_text(
-            json.dumps(
-                {
-                    "tokenizer_class": "WhisperTokenizer",
-                    "bos_token": "<|endoftext|>",
-                    "eos_token": "<|endoftext|>",
-                    "unk_token": "<|endoftext|>",
-                    "pad_token": "<|endoftext|>",
-                    "model_max_length": 1024,
-                }
-            )
-        )
-        special = dict(
-            decoder_start_token_id=tw.SOT_ID,
-            bos_token_id=tw.EOT_ID,
-            eos_token_id=tw.EOT_ID,
-            pad_token_id=tw.EOT_ID,
-            suppress_tokens=tw.SUPPRESS_TOKENS,
-            begin_suppress_tokens=[220, tw.EOT_ID],
-        )
-        config = WhisperConfig(
-            vocab_size=tw.VOCAB_SIZE,
-            num_mel_bins=n_mels,
-            d_model=32,
-            encoder_layers=2,
-            decoder_layers=2,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            max_source_positions=1500,
-            max_target_positions=448,
-            **special,
-        )
-        model = WhisperForConditionalGeneration(config).eval()
-        model.generation_config = GenerationConfig(
-            max_length=448,
-            lang_to_id={f"<|{code}|>": tw.FIRST_LANG_ID + i for i, code in enumerate(tw.LANGUAGES)},
-            task_to_id={"translate": tw.TRANSLATE_ID, "transcribe": tw.TRANSCRIBE_ID},
-            no_timestamps_token_id=tw.NO_TIMESTAMPS_ID,
-            alignment_heads=[[1, 0], [1, 1]],
-            is_multilingual=True,
-            max_initial_timestamp_index=50,
-            **special,
-        )
-        model.save_pretrained(hf_dir)
-        WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(hf_dir)
-        del model
-        copy = ["tokenizer.json"] + (["preprocessor_config.json"] if preprocessor else [])
-        TransformersConverter(str(hf_dir), copy_files=copy).convert(str(ct2_dir), quantization="float16", force=True)
+        tw.build_into(ct2_dir, seed * 1000 + n_mels, n_mels=n_mels, quantization="float16", preprocessor=preprocessor)
     out = _read_tree(ct2_dir)
     if vocabulary == "txt":
         tokens = json.loads(out.pop("vocabulary.json"))

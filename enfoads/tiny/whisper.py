@@ -110,8 +110,15 @@ def _build_tokenizer():
     return tok
 
 
-def build_into(folder: Path, seed: int) -> None:
-    """Write a tiny faster-whisper model folder into ``folder`` (exists, empty)."""
+def build_into(folder: Path, seed: int, *, n_mels: int = 80, quantization: str = "int8",
+               preprocessor: bool = True) -> None:
+    """Write a tiny faster-whisper model folder into ``folder`` (exists, empty).
+
+    The defaults are the tiny kit's. The replicas of real repositories
+    (``enfoads.testing.replicas``) ask for large-v3-turbo's 128 mel bins, the
+    published float16 conversions, and no ``preprocessor_config.json`` where
+    the real repository has none (faster-whisper then computes 80 mel bins).
+    """
     import torch
     from ctranslate2.converters import TransformersConverter
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -140,7 +147,7 @@ def build_into(folder: Path, seed: int) -> None:
 
         config = WhisperConfig(
             vocab_size=VOCAB_SIZE,
-            num_mel_bins=80,
+            num_mel_bins=n_mels,
             d_model=32,
             encoder_layers=2,
             decoder_layers=2,
@@ -178,14 +185,13 @@ def build_into(folder: Path, seed: int) -> None:
             max_initial_timestamp_index=50,
         )
         model.save_pretrained(hf_dir)
-        WhisperFeatureExtractor(feature_size=80).save_pretrained(hf_dir)
+        WhisperFeatureExtractor(feature_size=n_mels).save_pretrained(hf_dir)
         del model
 
         # Convert into a scratch folder, then move the files: the converter
         # deletes and recreates its output folder, and ``folder`` is the caller's.
         ct2_dir = Path(tmp) / "ct2"
-        TransformersConverter(
-            str(hf_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
-        ).convert(str(ct2_dir), quantization="int8")
+        copy = ["tokenizer.json"] + (["preprocessor_config.json"] if preprocessor else [])
+        TransformersConverter(str(hf_dir), copy_files=copy).convert(str(ct2_dir), quantization=quantization)
         for path in sorted(ct2_dir.iterdir()):
             shutil.move(str(path), str(folder / path.name))
