@@ -165,6 +165,7 @@ class AssetStore:
         self.data_dir = Path(data_dir).expanduser()
         self.root = self.data_dir / "assets"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._folders: set[str] = set()  # asset sub-folders known to exist
         self.quota_bytes = quota_bytes
         self._clock = clock
         self._db = Database(self.data_dir / DB_FILENAME, wal=wal)
@@ -203,7 +204,7 @@ class AssetStore:
         """
         asset_id, rel, final = self._new_name(mime)
         tmp = final.with_name(f".{final.name}.tmp")
-        with open(tmp, "wb") as f:
+        with self._create(tmp) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -217,6 +218,7 @@ class AssetStore:
         """
         asset_id, rel, final = self._new_name(mime)
         tmp = final.with_name(f".{final.name}.tmp")
+        tmp.parent.mkdir(exist_ok=True)  # rare and large: the stat costs nothing here
         if move:
             shutil.move(os.fspath(src), tmp)
         else:
@@ -238,8 +240,17 @@ class AssetStore:
         # Two-hex sub-folders keep directories small on a Drive mount.
         rel = f"{asset_id[:2]}/{asset_id}{_extension(mime)}"
         final = self.root / rel
-        final.parent.mkdir(exist_ok=True)
+        if final.parent.name not in self._folders:  # 256 folders at most: a stat per save spared
+            final.parent.mkdir(exist_ok=True)
+            self._folders.add(final.parent.name)
         return asset_id, rel, final
+
+    def _create(self, tmp: Path):
+        try:
+            return open(tmp, "wb")
+        except FileNotFoundError:  # its folder was removed behind our back
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            return open(tmp, "wb")
 
     def _commit(self, tmp, final, asset_id, rel, mime, kind, job_id=None, params=None, width=None, height=None,
                 duration=None, *, size: int, sha256: str) -> Asset:

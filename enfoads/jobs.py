@@ -40,8 +40,12 @@ interrupted one.
 
 Events (``enfoads.events``) are published after each change is committed:
 JobCreated, JobProgress (also at start and on re-queue), then one of
-JobSucceeded, JobFailed, JobCancelled. A job's JobCreated always comes first.
-Subscribers run in the worker thread and must not ``submit`` jobs.
+JobSucceeded, JobFailed, JobCancelled. A job's JobCreated always comes first
+and its final event last. Progress rows and their events are written by a
+background lane (``enfoads.serial``), so a handler's ``ctx.progress`` costs
+a cancel check and an append, not a SQLite write; a job's final state waits
+for its progress to be written. Subscribers run in a worker thread or in that
+lane and must not ``submit`` jobs.
 """
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -60,6 +66,7 @@ from enfoads.assets import Asset, AssetStore
 from enfoads.db import Database, resolve_db_path
 from enfoads.errors import redact_paths
 from enfoads.events import EventBus
+from enfoads.serial import SerialLane
 
 __all__ = [
     "GPU",
@@ -120,7 +127,15 @@ class JobError(Exception):
 
 
 class QueueFullError(JobError):
-    """``max_queued`` jobs are already waiting. The web layer maps this to 429."""
+    """``max_queued`` jobs are already waiting. The web layer maps this to 429.
+
+    ``retry_after_s``: about when a place frees up (the mean time a job of that
+    device has been taking), for the ``Retry-After`` header.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int = 30):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class JobNotFound(JobError, KeyError):
@@ -313,12 +328,18 @@ class JobQueue:
         # publish JobCreated under it, so no worker can start a job (and
         # publish its progress) before its JobCreated event.
         self._wake = {d: threading.Condition() for d in DEVICES}
+        # Calls that run on a device's worker before its next job (``call_on_worker``).
+        self._calls: dict[str, deque[tuple[Callable[[], Any], Future]]] = {d: deque() for d in DEVICES}
         self._done = threading.Condition()  # notified whenever a job finishes
         self._flags: dict[str, str] = {}  # running job id -> "cancel" | "shutdown"
         self._flags_lock = threading.Lock()
         self._running: set[str] = set()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Progress rows and their events are written here, off the worker's path: a
+        # denoising step never waits for SQLite (or a Drive mount) or Socket.IO.
+        self._progress_lane = SerialLane("enfoads-job-progress")
+        self._mean_run_s: dict[str, float] = {}  # device -> moving mean of job run times (Retry-After)
         self._started = False
         self.poll_s = 1.0  # workers also look at the table this often (safety net)
 
@@ -381,7 +402,9 @@ class JobQueue:
             with self._db.write() as conn:
                 (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
                 if queued >= self.max_queued:
-                    raise QueueFullError(f"the queue is full ({queued} jobs waiting); try again later")
+                    wait_s = max(1, min(60, round(self._mean_run_s.get(device, 30.0))))
+                    raise QueueFullError(f"the queue is full ({queued} jobs waiting); try again in about {wait_s} s",
+                                         retry_after_s=wait_s)
                 row = conn.execute(
                     "INSERT INTO jobs(id, kind, device, params, state, stage, created_at)"
                     " VALUES (?, ?, ?, ?, 'queued', 'queued', ?) RETURNING *",
@@ -490,6 +513,26 @@ class JobQueue:
             self._notify_done()
         return job
 
+    def call_on_worker(self, fn: Callable[[], Any], *, device: str = GPU) -> Future:
+        """Run ``fn()`` on the ``device`` worker before the next job it takes; no row, no events.
+
+        For work that must not overlap that worker's jobs and that a job
+        arriving meanwhile should wait for, such as loading and warming up a
+        model at start (``enfoads.warmup``). Returns a ``Future``; a call still
+        waiting when the queue closes is cancelled.
+        """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        future: Future = Future()
+        cond = self._wake[device]
+        with cond:
+            if self._stopping.is_set():
+                future.cancel()
+                return future
+            self._calls[device].append((fn, future))
+            cond.notify()
+        return future
+
     def cleanup_assets(self) -> list[str]:
         """Enforce the asset store's quota, sparing assets of unfinished jobs; returns removed ids."""
         if self.assets is None or self.assets.quota_bytes is None:
@@ -508,6 +551,10 @@ class JobQueue:
         """
         grace = self.shutdown_grace_s if grace_s is None else grace_s
         self._stopping.set()
+        for device in DEVICES:
+            with self._wake[device]:
+                while self._calls[device]:
+                    self._calls[device].popleft()[1].cancel()
         self._notify_done()  # submit_and_wait callers return now, with the job unfinished
         for cond in self._wake.values():
             with cond:
@@ -522,6 +569,7 @@ class JobQueue:
         if alive:
             log.warning("abandoning workers %s: their jobs stay 'running' and are recovered at the next start", alive)
             return  # their threads still use the database
+        self._progress_lane.close()
         self._db.close()
 
     def __enter__(self) -> "JobQueue":
@@ -610,9 +658,12 @@ class JobQueue:
     def _worker(self, device: str) -> None:
         cond = self._wake[device]
         while True:
-            job = None
+            job = call = None
             with cond:
                 while not self._stopping.is_set():
+                    if self._calls[device]:
+                        call = self._calls[device].popleft()
+                        break
                     try:
                         job = self._claim(device)
                     except Exception:
@@ -621,6 +672,9 @@ class JobQueue:
                     if job is not None:
                         break
                     cond.wait(self.poll_s)
+            if call is not None:
+                self._call(*call)
+                continue
             if job is None:
                 return
             try:
@@ -633,13 +687,24 @@ class JobQueue:
                     self._flags.pop(job.id, None)
                 self._notify_done()
 
+    @staticmethod
+    def _call(fn: Callable[[], Any], future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller reads it from the future
+            future.set_exception(exc)
+
     def _run(self, job: Job) -> None:
-        self._publish(ev.JobProgress(job_id=job.id, kind=job.kind, progress=0, stage=job.stage))
+        self._progress_lane.submit(self._publish, ev.JobProgress(job_id=job.id, kind=job.kind, progress=0,
+                                                                 stage=job.stage))
         entry = self._handlers.get(job.kind)
         if entry is None:
             self._finish(job, FAILED, error=("UnknownJobKind", f"no handler registered for job kind {job.kind!r}"))
             return
         ctx = JobContext(self, job)
+        started = time.monotonic()
         try:
             result = entry[0](dict(job.params), ctx)
             if result is None:
@@ -650,6 +715,7 @@ class JobQueue:
                 result = {**result, "asset_ids": ctx.asset_ids}
             result_json = _dumps(result)
         except _Interrupted:
+            self._progress_lane.flush()
             with self._db.write() as conn:
                 current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
                 event = self._interrupt(conn, current, self._clock(), "shutdown")
@@ -664,9 +730,14 @@ class JobQueue:
             # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
             self.cleanup_assets()
             self._finish(job, SUCCEEDED, result=result, result_json=result_json)
+        finally:
+            took = time.monotonic() - started
+            mean = self._mean_run_s.get(job.device)
+            self._mean_run_s[job.device] = took if mean is None else 0.8 * mean + 0.2 * took
 
     def _finish(self, job: Job, state: str, *, result: dict | None = None, result_json: str | None = None,
                 error: tuple[str, str] | None = None) -> None:
+        self._progress_lane.flush()  # every progress event of the job comes before its last one
         with self._db.write() as conn:
             conn.execute(
                 "UPDATE jobs SET state = ?, stage = ?, progress = CASE WHEN ? THEN 100 ELSE progress END,"
@@ -692,16 +763,18 @@ class JobQueue:
         if key == ctx._last:
             return  # nothing new: spare the database (Drive) a write
         ctx._last = key
+        self._progress_lane.submit(self._write_progress, ctx.job_id, ctx.kind, percent, stage, preview_asset_id)
+
+    def _write_progress(self, job_id: str, kind: str, percent: int, stage: str | None,
+                        preview_asset_id: str | None) -> None:
         with self._db.write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET progress = ?, stage = COALESCE(?, stage),"
                 " preview_asset_id = COALESCE(?, preview_asset_id) WHERE id = ? AND state = 'running'"
                 " RETURNING stage",
-                (percent, stage, preview_asset_id, ctx.job_id),
+                (percent, stage, preview_asset_id, job_id),
             ).fetchone()
-        self._publish(
-            ev.JobProgress(
-                job_id=ctx.job_id, kind=ctx.kind, progress=percent,
-                stage=row[0] if row else (stage or ""), preview_asset_id=preview_asset_id,
-            )
-        )
+        if row is None:
+            return  # finished meanwhile (a cancel, a shutdown): its last event was already published
+        self._publish(ev.JobProgress(job_id=job_id, kind=kind, progress=percent, stage=row[0],
+                                     preview_asset_id=preview_asset_id))

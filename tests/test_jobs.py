@@ -212,6 +212,52 @@ def test_queue_full_past_max_queued(make_queue):
     assert q.counts()["queued"] == 3
 
 
+def test_a_full_queue_says_when_to_retry_from_the_jobs_it_ran(make_queue):
+    q = make_queue(max_queued=1)
+    q.register("k", lambda p, ctx: time.sleep(0.3) or {})
+    q.start()
+    assert q.submit_and_wait("k", timeout=5).state == "succeeded"
+    gate = threading.Event()
+    q.register("block", lambda p, ctx: gate.wait(5) and {})
+    q.submit("block")
+    deadline = time.monotonic() + 5
+    while q.counts()["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    q.submit("k")
+    with pytest.raises(QueueFullError, match="try again in about 1 s") as info:
+        q.submit("k")
+    assert info.value.retry_after_s == 1  # the 0.3 s job, rounded up to the header's 1 s floor
+    gate.set()
+
+
+def test_calls_on_a_worker_run_before_its_next_job_and_are_cancelled_at_close(make_queue):
+    q = make_queue()
+    order, gate = [], threading.Event()
+    q.register("g", lambda p, ctx: order.append(f"job {p['n']}") or {}, device=GPU)
+    q.register("hold", lambda p, ctx: gate.wait(5) and {}, device=GPU)
+    q.start()
+    q.submit("hold")
+    deadline = time.monotonic() + 5
+    while q.counts()["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = q.submit("g", {"n": 1})
+    call = q.call_on_worker(lambda: order.append("call") or 42)
+    gate.set()
+    assert call.result(timeout=5) == 42
+    assert q.wait(first.id, 5).state == "succeeded"
+    assert order == ["call", "job 1"]  # submitted after the job, run before it (it is not a job)
+    failing = q.call_on_worker(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(timeout=5)
+    assert q.submit_and_wait("g", {"n": 2}, timeout=5).state == "succeeded"  # the worker goes on
+    q.register("hold2", lambda p, ctx: time.sleep(0.5) or {}, device=GPU)
+    q.submit("hold2")
+    time.sleep(0.1)
+    late = q.call_on_worker(lambda: order.append("never"))
+    q.close(grace_s=2)
+    assert late.cancelled() and "never" not in order
+
+
 def test_many_threads_submitting_at_once(make_queue):
     q = make_queue(cpu_workers=2)
     ran = collections.Counter()

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from enfoads.errors import InvalidInput
+from enfoads.serial import SerialLane
 from enfoads.services import JobKind
 from enfoads.services.prompts import validate_prompt
 from enfoads.services.styles import apply_style, get_style, style_names
@@ -343,9 +344,17 @@ def _pipe_lock(pipe) -> threading.RLock:
 _LOCKS_GUARD = threading.Lock()
 
 
+def _first_parameter(module):
+    # ``module.dtype``/``.device`` walk every submodule (a millisecond on each render); the first
+    # parameter says the same for a model loaded in one dtype on one device.
+    return next(module.parameters())
+
+
 def _same_file(a: str | None, b: str | None) -> bool:
     if not a or not b:
         return False
+    if a == b:
+        return True  # the usual case, without two realpath walks per render
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
@@ -411,15 +420,16 @@ def render(pipe, plan: Plan, *, on_step: Callable[[int, int, Any, Any], None] | 
         with torch.inference_mode():
             out = pipe(**kwargs)
         sched = pipe.scheduler
+        unet_param = _first_parameter(pipe.unet)
         ran.update(
             pipeline=type(pipe).__name__,
             scheduler=type(sched).__name__,
             timestep_spacing=sched.config.get("timestep_spacing"),
             prediction_type=sched.config.get("prediction_type"),
-            dtype=str(pipe.unet.dtype).replace("torch.", ""),
-            vae_dtype=str(pipe.vae.dtype).replace("torch.", ""),
+            dtype=str(unet_param.dtype).replace("torch.", ""),
+            vae_dtype=str(_first_parameter(pipe.vae).dtype).replace("torch.", ""),
             vae_force_upcast=bool(pipe.vae.config.get("force_upcast", False)),
-            device=str(pipe.unet.device),
+            device=str(unet_param.device),
             unet=Path(pipe.enfoads_unet["weights"]).name if getattr(pipe, "enfoads_unet", None) else None,
         )
         tokenizer = getattr(pipe, "tokenizer", None)
@@ -577,6 +587,12 @@ class _Saver:
         return self.assets.save_bytes(data, mime, **meta)
 
 
+def _is_cancel(exc: BaseException) -> bool:
+    from enfoads.jobs import JobCancelled
+
+    return isinstance(exc, JobCancelled)
+
+
 def _nearest(steps: int, available) -> int:
     """The nearest of ``available`` step counts; ties go to more steps."""
     return min(sorted(available), key=lambda s: (abs(s - steps), -s))
@@ -607,6 +623,7 @@ class ImageService:
         self._caches: dict[int, ImageCache] = {}
         self._lock = threading.Lock()
         self._layout: dict | None = None
+        self._preview_lane = SerialLane("enfoads-image-previews")
 
     # ------------------------------------------------------------------ models
 
@@ -1003,7 +1020,8 @@ class ImageService:
         """VAE slicing for batches and tiling for large images, only when the GPU headroom needs them."""
         vae = getattr(pipe, "vae", None)
         slicing = tiling = False
-        device = str(vae.device) if vae is not None else "cpu"
+        # ``vae.device`` walks the module tree (about a millisecond): only on a CUDA machine.
+        device = str(vae.device) if vae is not None and self.runtime.hardware.cuda else "cpu"
         if device.startswith("cuda"):
             stats = self.runtime.residency.stats()
             headroom = max(0, stats.gpu_budget - stats.gpu_used) + int(self.runtime.profile.gpu_reserve_gb * 1024**3)
@@ -1059,54 +1077,68 @@ class ImageService:
                 return hit, None
         if progress is not None:
             progress(lo, f"{prefix}loading {plan.model}")
-        previews: list[dict] = []
-        frame_bytes: list[bytes] = []
+        from enfoads.services.previews import LatentSnapshot, PreviewFrames, current_sigma
+
+        now = {"percent": lo, "stage": f"{prefix}loading {plan.model}"}
+
+        def report_preview(asset_id: str) -> None:
+            # From the preview lane, at the latest step's percentage (never backwards).
+            if progress is not None:
+                try:
+                    progress(now["percent"], now["stage"], asset_id)
+                except Exception as exc:  # a cancel: the render itself stops at its next step
+                    if not _is_cancel(exc):
+                        raise
+
+        def new_frames() -> PreviewFrames:
+            return PreviewFrames(self._preview_lane, save=saver, report=report_preview,
+                                 params={"seed": plan.seeds[0], "cache_key": key})
+
+        frames = new_frames()
+        family = "sdxl" if plan.family == "sdxl" else "sd"
 
         def on_step(step: int, total: int, pipe, latents) -> None:
-            preview_id = None
             if plan.preview_every and step % plan.preview_every == 0 and latents is not None:
-                from enfoads.services.previews import current_sigma, preview_from_latents
-
-                data, mime, (pw, ph) = preview_from_latents(
-                    latents[0], family="sdxl" if plan.family == "sdxl" else "sd", sigma=current_sigma(pipe.scheduler))
-                asset = saver(data, mime, kind="preview", width=pw, height=ph,
-                              params={"step": step, "steps": total, "seed": plan.seeds[0], "cache_key": key})
-                frame_bytes.append(data)
-                if asset is not None:
-                    preview_id = asset.id
-                    previews.append({"asset_id": asset.id, "step": step, "width": pw, "height": ph,
-                                     "bytes": len(data), "mime": mime})
+                # Encoding and saving the frame happen on the preview lane, not here.
+                frames.add(step, total, LatentSnapshot(latents, family=family, sigma=current_sigma(pipe.scheduler)))
             if progress is not None:
-                pct = lo + (hi - lo) * _DENOISE_SHARE * step // (100 * total)
-                progress(pct, f"{prefix}step {step}/{total}", preview_id)
+                now["percent"] = lo + (hi - lo) * _DENOISE_SHARE * step // (100 * total)
+                now["stage"] = f"{prefix}step {step}/{total}"
+                progress(now["percent"], now["stage"])
 
         from enfoads.residency import ModelMemoryError
 
         t0 = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                with self.runtime.residency.use(plan.key) as pipe:
-                    t_lease = time.perf_counter()
-                    memory = self._memory_options(pipe, plan)
-                    output = render(pipe, plan, on_step=on_step)
-                break
-            except ModelMemoryError as exc:
-                # Out of memory while running: the manager evicted every other model; try once more.
-                if attempt == 2 or not exc.retryable:
-                    raise
-                log.warning("out of memory rendering with %s; retrying after eviction", plan.key)
-                previews.clear()  # the frames of the failed attempt stay in the store, unlisted
-                frame_bytes.clear()
-                plan.notes.append("ran out of GPU memory once; other models were unloaded and it ran again")
+        try:
+            for attempt in (1, 2):
+                try:
+                    with self.runtime.residency.use(plan.key) as pipe:
+                        t_lease = time.perf_counter()
+                        memory = self._memory_options(pipe, plan)
+                        output = render(pipe, plan, on_step=on_step)
+                    break
+                except ModelMemoryError as exc:
+                    # Out of memory while running: the manager evicted every other model; try once more.
+                    if attempt == 2 or not exc.retryable:
+                        raise
+                    log.warning("out of memory rendering with %s; retrying after eviction", plan.key)
+                    frames.finish()
+                    frames = new_frames()  # the frames of the failed attempt stay in the store, unlisted
+                    plan.notes.append("ran out of GPU memory once; other models were unloaded and it ran again")
+        except BaseException:
+            frames.finish()  # no frame is written after the job's end
+            raise
         t_render = time.perf_counter()
         if progress is not None:
-            progress(lo + (hi - lo) * 97 // 100, f"{prefix}saving")
+            now.update(percent=lo + (hi - lo) * 97 // 100, stage=f"{prefix}saving")
+            progress(now["percent"], now["stage"])
         text = {"parameters": (f"{plan.prompt}\nNegative prompt: {plan.negative_prompt}\nSteps: {plan.steps}, "
                                f"CFG scale: {plan.guidance:g}, Seed: {plan.seeds[0]}, Size: {plan.width}x{plan.height}, "
                                f"Model: {plan.model}" + (f", UNet: {plan.unet}" if plan.unet else ""))}
+        encoded = [encode_image(img, plan.format, text=text) for img in output.images]
+        previews, frame_bytes = frames.finish()  # written meanwhile, on the preview lane
         images = []
-        for img, seed in zip(output.images, plan.seeds):
-            data = encode_image(img, plan.format, text=text)
+        for img, seed, data in zip(output.images, plan.seeds, encoded):
             asset = saver(data, FORMATS[plan.format], kind="image", width=img.width, height=img.height,
                           params={"cache_key": key, "seed": seed, "model": plan.model, "steps": plan.steps,
                                   "guidance": plan.guidance, "prompt": plan.prompt, "style": plan.style,
@@ -1244,6 +1276,29 @@ class ImageService:
 
     # -------------------------------------------------------------- jobs
 
+    def warm_up(self) -> dict:
+        """Load the default model and run one 1-step render at the profile's default size, kept nowhere.
+
+        The first real request then pays neither the load nor the first-call
+        costs of torch and the pipeline (kernel loading, allocator growth).
+        """
+        plan = self.plan(self.validate({"prompt": "a photograph", "seed": 0, "cache": False, "preview_every": 0}))
+        quick = replace(plan, steps=1, preview_every=0, notes=[])  # the default UNet, one step
+        import torch
+
+        from enfoads.services.previews import LatentSnapshot, encode_preview
+
+        started = time.perf_counter()
+        with self.runtime.residency.use(plan.key) as pipe:
+            loaded = time.perf_counter()
+            self._memory_options(pipe, quick)
+            output = render(pipe, quick)
+        # The encoders' first calls too (plugin imports, tables): a request's own path, minus the store.
+        encode_image(output.images[0], plan.format)
+        encode_preview(LatentSnapshot(torch.zeros(4, 8, 8)).rgb())
+        return {"model": plan.model, "load_s": round(loaded - started, 3),
+                "pass_s": round(time.perf_counter() - loaded, 3), "size": [plan.width, plan.height]}
+
     def handle_generate(self, params: dict, ctx) -> dict:
         options = self.validate(params)
         return self.generate(options, progress=ctx.progress, save=ctx.save_bytes, assets=ctx.assets)
@@ -1259,6 +1314,7 @@ class ImageService:
         ]
 
     def close(self) -> None:
+        self._preview_lane.close()
         with self._lock:
             for cache in self._caches.values():
                 cache.close()
