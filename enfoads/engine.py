@@ -25,6 +25,7 @@ from enfoads.profiles import Hardware
 from enfoads.runtime import Runtime, build_runtime
 from enfoads.services import JobKind
 from enfoads.settings import Settings
+from enfoads.warmup import Warmer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Engine:
     avatars: AvatarStore
     kinds: dict[str, JobKind] = field(default_factory=dict)
     installer: Installer | None = None  # the background download of missing models
+    warmer: Warmer | None = None  # the warm start of the default models (ENFOADS_WARM)
 
     def validate(self, kind: str, params: dict) -> dict:
         """Check a job's params before it is queued (raises InvalidInput naming the field)."""
@@ -67,6 +69,8 @@ class Engine:
 
     def close(self, grace_s: float | None = None) -> None:
         """Stop everything; a running job gets ``grace_s`` (default the queue's) before it is re-queued."""
+        if self.warmer is not None:
+            self.warmer.close()
         if self.installer is not None:
             self.installer.close()
         self.queue.close(grace_s)
@@ -107,11 +111,33 @@ def build_engine(
             kinds[kind.name] = kind
             # A missing model's error says "downloading, N%" (or the command to run) instead.
             queue.register(kind.name, installer.guard(kind.handler), device=kind.device)
+    warmer = Warmer(settings.warm_roles, warm_ups(runtime), runtime=runtime, queue=queue, installer=installer)
     engine = Engine(
         settings=settings, runtime=runtime, assets=assets, bus=bus, queue=queue,
-        library=Library(settings.data_dir), avatars=avatars, kinds=kinds, installer=installer,
+        library=Library(settings.data_dir), avatars=avatars, kinds=kinds, installer=installer, warmer=warmer,
     )
     if start:
         queue.start()
         installer.start()
+        warmer.start()
     return engine
+
+
+def warm_ups(runtime: Runtime) -> dict:
+    """Role -> the call that loads its models and runs them once (``enfoads.warmup``)."""
+    def image() -> dict:
+        from enfoads.services.images import service_for
+
+        return service_for(runtime).warm_up()
+
+    def faces() -> dict:
+        from enfoads.services.faces import FaceSwapper
+
+        return FaceSwapper(runtime).warm_up()
+
+    def speech() -> dict:
+        from enfoads.services.speech import SpeechTranscriber
+
+        return SpeechTranscriber(runtime).warm_up()
+
+    return {"image": image, "faces": faces, "speech": speech}

@@ -823,6 +823,30 @@ class ResidencyManager:
         self.unload_all()
 
     # -------------------------------------------------------------------- stats
+    def room_for(self, key: str) -> tuple[bool, str]:
+        """Whether ``key`` can be placed now, where it prefers, without evicting any model: ``(yes, why not)``.
+
+        For optional loads (warming a model up at start) that must never push
+        out a model someone is using or may use.
+        """
+        entry = self._entry(key)
+        with self._cond:
+            target = self._target_tier(entry, None)
+            if entry.tier == target:
+                return True, "already loaded"
+            need = self._needs(entry, target)
+            staged = target == GPU and entry.tier is None
+            for tier in TIERS:
+                if need[tier] > self._budget(tier):
+                    return False, (f"needs {_gb(need[tier])} of {_what(tier, staged)}, more than the whole budget "
+                                   f"({_gb(self._budget(tier))})")
+            short = [t for t in TIERS if self._budget(t) - self._used(t) < need[t]]
+            if short:
+                resident = sorted(e.adapter.key for e in self._entries.values() if e is not entry and e.tier)
+                return False, (f"needs {_gb(need[short[0]])} of {_what(short[0], staged)}; loading it now would "
+                               f"push out {', '.join(resident) or 'reserved memory'}")
+            return True, ""
+
     def stats(self) -> ResidencyStats:
         with self._cond:
             models = []

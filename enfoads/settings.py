@@ -67,7 +67,11 @@ class Settings(BaseSettings):
         120.0, gt=0, description="how long /generate-image and /face-swap wait before answering with the job id"
     )
     rate_limit: str = Field("1200/minute", description="requests per key and client, all routes")
-    submit_rate_limit: str = Field("60/minute", description="model requests (generation, swap, transcription)")
+    submit_rate_limit: str = Field(
+        "off",
+        description="an extra limit on model requests (generation, swap, transcription), e.g. 60/minute; off: "
+        "the queue's depth is their limit (429 queue_full past max_queued_jobs)",
+    )
     tunnel: Literal["none", "ngrok", "cloudflared"] = Field(
         "none", description="open a public HTTPS tunnel at start (ngrok needs NGROK_AUTHTOKEN)"
     )
@@ -91,6 +95,11 @@ class Settings(BaseSettings):
         description="test switch: a JSON file replacing the download URLs and published sha256 digests of "
         "catalogue sources for the automatic download (a replica hub, enfoads.testing.replicas)",
     )
+    warm: str = Field(
+        "image",
+        description="roles whose models load and run once in the background at start: comma-separated of "
+        "image, faces, speech, or off (a role is skipped when its model would push another out)",
+    )
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
     )
@@ -103,6 +112,24 @@ class Settings(BaseSettings):
         if any(v == "*" for v in value):
             raise ValueError("'*' is not allowed: list the frontend's origins explicitly")
         return value
+
+    @field_validator("submit_rate_limit", mode="after")
+    @classmethod
+    def _submit_limit(cls, value: str) -> str:
+        return "off" if value.strip().lower() in ("", "off", "none", "0") else value.strip()
+
+    @field_validator("warm", mode="after")
+    @classmethod
+    def _check_warm(cls, value: str) -> str:
+        from enfoads.warmup import parse_warm_roles
+
+        return ",".join(parse_warm_roles(value)) or "off"
+
+    @property
+    def warm_roles(self) -> tuple[str, ...]:
+        from enfoads.warmup import parse_warm_roles
+
+        return parse_warm_roles(self.warm)
 
     @field_validator("data_dir", "models_dir", mode="after")
     @classmethod

@@ -56,6 +56,7 @@ index past the faces found (422), found by the job.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,6 +321,22 @@ class FaceSwapper:
     def __init__(self, runtime, *, limits: Limits | None = None):
         self.runtime = runtime
         self.limits = limits or Limits.from_settings(runtime.settings)
+
+    def warm_up(self) -> dict:
+        """Load the face analysis pack and the swapper and run each once on a blank input."""
+        import numpy as np
+
+        started = time.perf_counter()
+        with self.runtime.residency.use(self.runtime.model_key("faces")) as app:
+            detect(app, np.zeros((256, 256, 3), dtype=np.uint8), max_side=self.limits.detect_max_side)
+        with self.runtime.residency.use(self.runtime.model_key("swapper")) as swapper:
+            session = getattr(swapper, "session", None)
+            if session is not None:  # one run: ONNX Runtime sizes its arena and picks its kernels now
+                feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)
+                         for i in session.get_inputs()}
+                session.run(None, feeds)
+        return {"model": self.runtime.model_key("faces"), "swapper": self.runtime.model_key("swapper"),
+                "seconds": round(time.perf_counter() - started, 3)}
 
     def _wants_cuda(self) -> bool:
         rt = self.runtime

@@ -507,6 +507,14 @@ class SpeechTranscriber:
         return media.decode_audio(audio, field="audio", max_bytes=self.limits.max_bytes,
                                   max_duration_s=self.limits.max_duration_s)
 
+    def warm_up(self) -> dict:
+        """Load the speech model and transcribe one second of silence."""
+        import numpy as np
+
+        started = time.perf_counter()
+        self.run(np.zeros(16_000, dtype=np.float32), parse_options({}, default_beam_size=1))
+        return {"model": self.runtime.model_key("speech"), "seconds": round(time.perf_counter() - started, 3)}
+
     def _resident(self, key: str) -> bool:
         return any(row["id"] == key and row["tier"] for row in self.runtime.residency.stats().models)
 

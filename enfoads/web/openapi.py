@@ -52,6 +52,7 @@ def _ok(schema: dict, code: str = "200", description: str = "OK") -> dict:
 
 
 OBJ = {"type": "object"}
+WARM_STATE = {"enum": ["off", "pending", "warming", "warm", "skipped", "failed"]}
 JOB = {"$ref": "#/components/schemas/Job"}
 JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
 COMMON = (401, 429, 500, 503)
@@ -105,7 +106,9 @@ def build_spec(server_url: str = "/") -> dict:
                                                               "job_id": {"type": "string"}}})}}
     paths = {
         "/": {"get": _op("Health check (no key)", _ok({
-            "type": "object", "required": ["status"], "properties": {"status": {"const": "online"}}}),
+            "type": "object", "required": ["status", "warm_state"],
+            "properties": {"status": {"const": "online"}, "ready": {"type": "boolean"},
+                           "warm_state": WARM_STATE}}),
             public=True, tags=["system"])},
         "/auth/login": {"post": _op(
             "A short-lived bearer token for a caller that proved the key",
@@ -124,6 +127,7 @@ def build_spec(server_url: str = "/") -> dict:
                            "utilization_percent": {"type": ["number", "null"]},
                            "utilization_source": {"enum": ["nvml", "unavailable", "none"]},
                            "vram_used_percent": {"type": "number"}, "downloads": OBJ,
+                           "warm_state": WARM_STATE, "warmup": OBJ,
                            "models_loaded": {"type": "array", "items": {"type": "string"}},
                            "cuda_version": {"type": ["string", "null"]}, "residency": OBJ}}),
             **_errors(*COMMON)}, tags=["system"])},

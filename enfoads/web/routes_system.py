@@ -16,7 +16,13 @@ GIB = 1024**3
 @bp.get("/")
 def health():
     """Health check, no key needed: the frontend's settings page expects ``status: online``."""
-    holder = state().holder
+    app_state = state()
+    holder = app_state.holder
+    eng = holder.engine_if_ready
+    if eng is not None and eng.warmer is not None:
+        warm = eng.warmer.state
+    else:
+        warm = "pending" if app_state.settings.warm_roles else "off"
     return jsonify(
         {
             "status": "online",
@@ -24,6 +30,8 @@ def health():
             "version": __version__,
             "ready": holder.ready,
             "engine_error": str(holder.error) if holder.error else None,
+            # The warm start (enfoads.warmup): pending, warming, then warm (or off, skipped, failed).
+            "warm_state": warm,
         }
     )
 
@@ -67,6 +75,9 @@ def _gpu_figures(eng) -> dict:
     figures["profile"] = eng.runtime.profile.name
     # First start: the profile's missing models downloading in the background (enfoads.installer).
     figures["downloads"] = eng.installer.status() if getattr(eng, "installer", None) else {}
+    warmup = eng.warmer.status() if getattr(eng, "warmer", None) else {"state": "off", "roles": {}}
+    figures["warm_state"] = warmup["state"]
+    figures["warmup"] = warmup
     return figures
 
 
