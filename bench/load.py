@@ -30,9 +30,10 @@ freed activations and VmRSS swings by +-100 MB between two quiet moments.
 
 ``--limits high`` (default) moves the rate limits out of the way: no 429 is
 expected. ``--limits default`` keeps the shipped ones (``1200/minute`` for
-all routes, ``60/minute`` for model requests, per key and client) and sends
-2 jobs per client: submits past 60 must be 429 with a JSON error body,
-nothing else may be; what was queued is cancelled instead of run.
+all routes per key and client; model requests have no rate of their own, the
+queue's depth is their limit) and sends 2 jobs per client: submits past the
+queue's room must be 429 ``queue_full`` with a JSON error body, nothing else
+may be; what was queued is cancelled instead of run.
 
 Offered load: with the default 0-500 ms pauses, 50 clients send about 160
 requests/s. The 2-core reference machine saturates near 400 requests/s with

@@ -7,8 +7,9 @@ worker busy (checked before, during and after). Goals:
 
 - no unexpected answer (every request gets its route's success status);
 - 429 only where a limit says so: none with the limits out of the way; with
-  the shipped limits, only on the model-request route, past its 60/minute,
-  with a JSON error body;
+  the shipped limits, only on the model-request route once the queue is full
+  (``queue_full``, with a JSON error body and ``Retry-After``): no rate caps
+  one frontend below the queue;
 - every job accepted during the load succeeds afterwards;
 - the server's resident memory does not keep growing: idle after a second
   run on the same server vs idle after the first (which warms caches up),
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,21 +78,37 @@ def test_50_clients_light_routes_under_100ms_while_the_gpu_worker_is_busy(kit, t
     assert second["light_p99_ms"] < LIGHT_P99_MS, second["routes"]
 
 
-def test_default_limits_429_only_on_model_requests_with_a_json_body(kit, tmp_path):
-    srv = start_server(kit, tmp_path / "data", extra_env=load.limit_env("default"))
+def test_shipped_limits_let_one_frontend_fill_the_queue_and_then_answer_queue_full(kit, tmp_path):
+    """With the shipped limits one frontend (one key, one address) is capped by the queue, not by a rate:
+    100 model requests in a few seconds are all taken while the queue has room (a queue of 40 here, the
+    GPU worker busy with a long job), the rest get 429 queue_full with a JSON body."""
+    env = {**load.limit_env("default"), "ENFOADS_MAX_QUEUED_JOBS": "40"}
+    srv = start_server(kit, tmp_path / "data", extra_env=env)
     try:
         srv.wait_ready()
-        # Two jobs per client: 100 model requests in a few seconds, over the shipped 60/minute.
         f = load.measure(srv, clients=CLIENTS, per_client=REQUESTS, jobs=2 * CLIENTS, drain=False, limits="default")
         show(f)
         assert requests_ok(srv)
+        # The queue full again (a long job running, 40 waiting): the answer says when to come back.
+        long_job = srv.post("/api/jobs", json={"kind": "image.generate", "params": load.LONG_JOB}).json()
+        deadline = time.monotonic() + 60
+        while srv.get(f"/api/jobs/{long_job['job_id']}").json()["state"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waiting = [srv.post("/api/jobs", json={"kind": "image.generate", "params": {"prompt": f"wait {i}"}})
+                   for i in range(40)]
+        full = srv.post("/api/jobs", json={"kind": "image.generate", "params": {"prompt": "one more"}}, timeout=10)
+        for r in waiting:
+            srv.post(f"/api/jobs/{r.json()['job_id']}/cancel")
+        srv.post(f"/api/jobs/{long_job['job_id']}/cancel")
     finally:
         srv.stop()
     assert f["unexpected_count"] == 0, f["unexpected"]  # a 429 elsewhere, or without its JSON body, lands here
     assert set(f["status_429"]) == {"submit"}
     accepted = f["job_states"]["submitted"]
-    assert accepted == 60 and f["status_429"]["submit"] == 2 * CLIENTS - accepted
-    assert all(b["code"] == "rate_limited" and b["message"] for b in f["rejected_429_bodies"])
+    assert accepted == 40 and f["status_429"]["submit"] == 2 * CLIENTS - accepted
+    assert all(b["code"] == "queue_full" and b["message"] for b in f["rejected_429_bodies"])
+    assert full.status_code == 429 and full.json()["code"] == "queue_full"
+    assert 1 <= int(full.headers["Retry-After"]) <= 60
     assert f["busy_throughout"]
 
 

@@ -147,7 +147,11 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
 
     for module in (routes_system, routes_frontend, routes_jobs, routes_openai, routes_media):
         app.register_blueprint(module.bp)
+    # By default model requests have no limit of their own: the queue's depth is it (429 queue_full), so
+    # one frontend is never capped below what the device makes. ENFOADS_SUBMIT_RATE_LIMIT sets one.
     for endpoint in routes_frontend.SUBMIT_ENDPOINTS + routes_jobs.SUBMIT_ENDPOINTS + routes_openai.SUBMIT_ENDPOINTS:
+        if settings.submit_rate_limit == "off":
+            break
         # The limit lives in the wrapper the decorator returns: it must replace the view. (Decorating alone
         # marks the view as explicitly limited, which also drops the default limit: no limit at all.)
         app.view_functions[endpoint] = limiter.limit(settings.submit_rate_limit)(app.view_functions[endpoint])

@@ -84,7 +84,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(QueueFullError)
     def _queue_full(exc: QueueFullError):
         return error_response(429, str(exc) or "the job queue is full; retry later", "queue_full",
-                              headers={"Retry-After": "30"})
+                              headers={"Retry-After": str(getattr(exc, "retry_after_s", 30))})
 
     @app.errorhandler(JobNotFound)
     def _job_missing(exc: JobNotFound):
