@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
 from enfoads.db import DB_FILENAME, Database
+from enfoads.schema import database
 
 __all__ = [
     "Asset",
@@ -74,30 +75,6 @@ _EXTENSIONS = {
     "application/json": ".json",
 }
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS assets (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    mime TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    width INTEGER,
-    height INTEGER,
-    duration REAL,
-    params TEXT NOT NULL,
-    job_id TEXT,
-    created REAL NOT NULL,
-    file TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS assets_created ON assets(created);
-CREATE INDEX IF NOT EXISTS assets_job ON assets(job_id);
-CREATE TABLE IF NOT EXISTS asset_links_kept (
-    asset_id TEXT NOT NULL,
-    expires INTEGER NOT NULL,
-    since REAL NOT NULL,
-    PRIMARY KEY (asset_id, expires)
-);
-"""
 
 
 class AssetError(Exception):
@@ -161,6 +138,7 @@ class AssetStore:
         quota_bytes: int | None = None,
         wal: bool = True,
         clock: Callable[[], float] = time.time,
+        db: Database | None = None,
     ):
         self.data_dir = Path(data_dir).expanduser()
         self.root = self.data_dir / "assets"
@@ -168,10 +146,7 @@ class AssetStore:
         self._folders: set[str] = set()  # asset sub-folders known to exist
         self.quota_bytes = quota_bytes
         self._clock = clock
-        self._db = Database(self.data_dir / DB_FILENAME, wal=wal)
-        with self._db.write() as conn:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(stmt)
+        self._db, self._owns_db = database(db if db is not None else self.data_dir / DB_FILENAME, wal=wal)
         self._secret = self._load_secret()
         self._remove_orphans()
 
@@ -482,5 +457,11 @@ class AssetStore:
                          (asset_id, exp, self._clock()))
         return True
 
+    @property
+    def db(self) -> Database:
+        """The SQLite file the rows live in (shared with what keeps data beside them: the image cache)."""
+        return self._db
+
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()

@@ -1,41 +1,42 @@
-"""The engine: everything a running server holds, built once from settings.
+"""The engine: the composition root of everything a running server holds, built once from settings.
 
-Runtime (hardware, profile, residency), asset store, event bus, job queue,
-the job kinds of every service and the installer that downloads the
-profile's missing models in the background (``enfoads.installer``;
-``ENFOADS_AUTO_DOWNLOAD``). The web app keeps one in
-``app.extensions["enfoads"]``; tests and the notebook build their own.
-Nothing heavy happens here: models load on first use.
+``build_engine`` makes each part explicitly and the ``Engine`` owns and
+closes all of them: the runtime (hardware, profile, residency), the asset
+store, the event bus, the job queue (the local backend, ``enfoads.backend``),
+the TTS engine, one object per service (images, faces, speech, video), the
+installer that downloads the profile's missing models in the background
+(``ENFOADS_AUTO_DOWNLOAD``) and the warm start (``ENFOADS_WARM``). The web
+app keeps one in ``app.extensions["enfoads"]``; tests and the notebook build
+their own. Nothing heavy happens here: models load at the warm start or on
+first use.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 from dataclasses import dataclass, field
 
 from enfoads.assets import AssetStore
 from enfoads.avatars import AvatarStore
+from enfoads.backend import JobBackend
 from enfoads.errors import InvalidInput
 from enfoads.events import EventBus
 from enfoads.installer import Installer
 from enfoads.jobs import JobQueue
 from enfoads.library import Library
 from enfoads.profiles import Hardware
+from enfoads.db import Database
 from enfoads.runtime import Runtime, build_runtime
+from enfoads.schema import open_database
 from enfoads.services import JobKind
+from enfoads.services import video as video_service
+from enfoads.services.faces import FaceSwapper
+from enfoads.services.images import ImageService
+from enfoads.services.speech import SpeechTranscriber
 from enfoads.settings import Settings
+from enfoads.tts import TTS
 from enfoads.warmup import Warmer
 
 log = logging.getLogger(__name__)
-
-# Service modules offering ``job_kinds(runtime)``; one line per capability.
-SERVICE_MODULES = (
-    "enfoads.services.images",
-    "enfoads.services.faces",
-    "enfoads.services.speech",
-    "enfoads.services.video",
-)
 
 GIB = 1024**3
 
@@ -44,14 +45,29 @@ GIB = 1024**3
 class Engine:
     settings: Settings
     runtime: Runtime
+    db: Database  # the data dir's one SQLite file, migrated (enfoads.schema); every store shares it
     assets: AssetStore
     bus: EventBus
-    queue: JobQueue
+    queue: JobQueue  # the local backend's queue, where job kinds are registered
     library: Library
     avatars: AvatarStore
+    tts: TTS
+    images: ImageService
+    faces: FaceSwapper
+    speech: SpeechTranscriber
     kinds: dict[str, JobKind] = field(default_factory=dict)
     installer: Installer | None = None  # the background download of missing models
     warmer: Warmer | None = None  # the warm start of the default models (ENFOADS_WARM)
+    backend: JobBackend | None = None  # what runs the jobs; default the local queue
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            self.backend = self.queue
+
+    @property
+    def jobs(self) -> JobBackend:
+        """Submit, read, wait for and cancel jobs (the web layer's only way to them)."""
+        return self.backend
 
     def validate(self, kind: str, params: dict) -> dict:
         """Check a job's params before it is queued (raises InvalidInput naming the field)."""
@@ -62,10 +78,10 @@ class Engine:
         return self.kinds[kind].validate(params)
 
     def submit(self, kind: str, params: dict):
-        return self.queue.submit(kind, self.validate(kind, params))
+        return self.jobs.submit(kind, self.validate(kind, params))
 
     def submit_and_wait(self, kind: str, params: dict, timeout: float):
-        return self.queue.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
+        return self.jobs.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
 
     def close(self, grace_s: float | None = None) -> None:
         """Stop everything; a running job gets ``grace_s`` (default the queue's) before it is re-queued."""
@@ -73,26 +89,24 @@ class Engine:
             self.warmer.close()
         if self.installer is not None:
             self.installer.close()
-        self.queue.close(grace_s)
+        self.jobs.close(grace_s)
+        self.images.close()
+        self.tts.unload()
         self.runtime.close()
         self.bus.close()
         self.library.close()
+        self.db.close()
 
 
-def build_engine(
-    settings: Settings,
-    hardware: Hardware | None = None,
-    *,
-    start: bool = True,
-    service_modules: tuple[str, ...] = SERVICE_MODULES,
-) -> Engine:
+def build_engine(settings: Settings, hardware: Hardware | None = None, *, start: bool = True) -> Engine:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.data_dir)  # an older release's file is upgraded here, in place
     runtime = build_runtime(settings, hardware)
     quota = int(settings.assets_quota_gb * GIB) if settings.assets_quota_gb else None
-    assets = AssetStore(settings.data_dir, quota_bytes=quota)
-    bus = EventBus(settings.data_dir)
+    assets = AssetStore(settings.data_dir, quota_bytes=quota, db=db)
+    bus = EventBus(db)
     queue = JobQueue(
-        settings.data_dir,
+        db,
         assets=assets,
         bus=bus,
         max_queued=settings.max_queued_jobs,
@@ -101,43 +115,30 @@ def build_engine(
     )
     avatars = AvatarStore.from_settings(settings)
     installer = Installer.from_settings(settings, runtime.profile.name, bus)
-    # Shared stores a service may ask for by naming them in job_kinds' keywords.
-    shared = {"assets": assets, "avatars": avatars}
+    tts = TTS.from_settings(settings)
+    images = ImageService(runtime)
+    faces = FaceSwapper(runtime)
+    speech = SpeechTranscriber(runtime)
+    job_kinds = [
+        *images.job_kinds(),
+        *faces.job_kinds(assets=assets),
+        *speech.job_kinds(assets=assets),
+        *video_service.job_kinds(runtime, tts=tts, avatars=avatars),
+    ]
     kinds: dict[str, JobKind] = {}
-    for module_name in service_modules:
-        job_kinds = importlib.import_module(module_name).job_kinds
-        accepted = inspect.signature(job_kinds).parameters
-        for kind in job_kinds(runtime, **{k: v for k, v in shared.items() if k in accepted}):
-            kinds[kind.name] = kind
-            # A missing model's error says "downloading, N%" (or the command to run) instead.
-            queue.register(kind.name, installer.guard(kind.handler), device=kind.device)
-    warmer = Warmer(settings.warm_roles, warm_ups(runtime), runtime=runtime, queue=queue, installer=installer)
+    for kind in job_kinds:
+        kinds[kind.name] = kind
+        # A missing model's error says "downloading, N%" (or the command to run) instead.
+        queue.register(kind.name, installer.guard(kind.handler), device=kind.device)
+    warm_ups = {"image": images.warm_up, "faces": faces.warm_up, "speech": speech.warm_up}
+    warmer = Warmer(settings.warm_roles, warm_ups, runtime=runtime, queue=queue, installer=installer)
     engine = Engine(
-        settings=settings, runtime=runtime, assets=assets, bus=bus, queue=queue,
-        library=Library(settings.data_dir), avatars=avatars, kinds=kinds, installer=installer, warmer=warmer,
+        settings=settings, runtime=runtime, db=db, assets=assets, bus=bus, queue=queue,
+        library=Library(db), avatars=avatars, tts=tts, images=images, faces=faces, speech=speech,
+        kinds=kinds, installer=installer, warmer=warmer,
     )
     if start:
         queue.start()
         installer.start()
         warmer.start()
     return engine
-
-
-def warm_ups(runtime: Runtime) -> dict:
-    """Role -> the call that loads its models and runs them once (``enfoads.warmup``)."""
-    def image() -> dict:
-        from enfoads.services.images import service_for
-
-        return service_for(runtime).warm_up()
-
-    def faces() -> dict:
-        from enfoads.services.faces import FaceSwapper
-
-        return FaceSwapper(runtime).warm_up()
-
-    def speech() -> dict:
-        from enfoads.services.speech import SpeechTranscriber
-
-        return SpeechTranscriber(runtime).warm_up()
-
-    return {"image": image, "faces": faces, "speech": speech}

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from enfoads.db import Database, resolve_db_path
+from enfoads.db import Database
+from enfoads.schema import database
 
 __all__ = [
     "Event",
@@ -134,15 +135,6 @@ def event_from_dict(data: dict[str, Any]) -> Event:
 
 # --------------------------------------------------------------------------- buses
 
-_EVENTS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    type TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    data TEXT NOT NULL
-);
-"""
 
 
 class EventBus:
@@ -159,7 +151,7 @@ class EventBus:
 
     def __init__(
         self,
-        db_path: str | Path | None = None,
+        db_path: "str | Path | Database | None" = None,
         *,
         keep: int = 5000,
         wal: bool = True,
@@ -171,11 +163,11 @@ class EventBus:
         self._subscribers: list[Callable[[Event], Any]] = []
         self._memory: list[Event] = []  # only without a database
         self._db: Database | None = None
+        self._owns_db = False
         self._last_seq = 0
         if db_path is not None:
-            self._db = Database(resolve_db_path(db_path), wal=wal)
-            with self._db.write() as conn:
-                conn.execute(_EVENTS_SCHEMA)
+            self._db, self._owns_db = database(db_path, wal=wal)
+            with self._db.read() as conn:
                 row = conn.execute("SELECT MAX(seq) FROM events").fetchone()
             self._last_seq = int(row[0] or 0)
 
@@ -256,7 +248,7 @@ class EventBus:
         return [event_from_dict(json.loads(r[0])) for r in rows]
 
     def close(self) -> None:
-        if self._db is not None:
+        if self._db is not None and self._owns_db:
             self._db.close()
 
 

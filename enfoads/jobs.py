@@ -63,9 +63,10 @@ from typing import Any, Callable, Iterable
 
 from enfoads import events as ev
 from enfoads.assets import Asset, AssetStore
-from enfoads.db import Database, resolve_db_path
+from enfoads.db import Database
 from enfoads.errors import redact_paths
 from enfoads.events import EventBus
+from enfoads.schema import database
 from enfoads.serial import SerialLane
 
 __all__ = [
@@ -98,28 +99,6 @@ INTERRUPTED_BY_RESTART = "interrupted by a restart"
 _MAX_STAGE = 200
 _MAX_ERROR = 2000
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    device TEXT NOT NULL,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL,
-    progress INTEGER NOT NULL DEFAULT 0,
-    stage TEXT NOT NULL DEFAULT '',
-    preview_asset_id TEXT,
-    result TEXT,
-    error_type TEXT,
-    error_message TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, device, seq);
-"""
 
 
 class JobError(Exception):
@@ -283,7 +262,8 @@ class JobQueue:
     """Persistent jobs, run by one GPU worker and a small CPU pool.
 
     Args:
-        db_path: the data dir (meaning its ``enfoads.sqlite3``) or a ``*.sqlite3`` file.
+        db_path: the data dir (meaning its ``enfoads.sqlite3``), a ``*.sqlite3`` file, or an
+            open ``Database`` shared with the other stores (``enfoads.schema``).
         assets: where handlers save outputs (``ctx.assets``); its quota is
             enforced after every finished job.
         bus: where events go; default an ``EventBus`` with no subscribers.
@@ -299,7 +279,7 @@ class JobQueue:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: "str | Path | Database",
         *,
         assets: AssetStore | None = None,
         bus: EventBus | None = None,
@@ -319,10 +299,7 @@ class JobQueue:
         self.max_attempts = int(max_attempts)
         self.shutdown_grace_s = float(shutdown_grace_s)
         self._clock = clock
-        self._db = Database(resolve_db_path(db_path), wal=wal)
-        with self._db.write() as conn:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(stmt)
+        self._db, self._owns_db = database(db_path, wal=wal)
         self._handlers: dict[str, tuple[Handler, str]] = {}
         # Claims happen under the device's condition and submits insert and
         # publish JobCreated under it, so no worker can start a job (and
@@ -570,7 +547,8 @@ class JobQueue:
             log.warning("abandoning workers %s: their jobs stay 'running' and are recovered at the next start", alive)
             return  # their threads still use the database
         self._progress_lane.close()
-        self._db.close()
+        if self._owns_db:
+            self._db.close()
 
     def __enter__(self) -> "JobQueue":
         return self

@@ -26,27 +26,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from enfoads.db import DB_FILENAME, Database
+from enfoads.schema import LEGACY_CLIENT, database
 from enfoads.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["Library", "client_identity", "validate_item", "media_link", "ALLOWED_FIELDS", "ASSET_TYPES"]
+__all__ = ["LEGACY_CLIENT", "Library", "client_identity", "validate_item", "media_link", "ALLOWED_FIELDS", "ASSET_TYPES"]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS library_items (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    client TEXT NOT NULL,
-    item_key TEXT NOT NULL,
-    data TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    media_asset_id TEXT,
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    UNIQUE (client, item_key)
-);
-CREATE INDEX IF NOT EXISTS library_items_client ON library_items(client, seq);
-CREATE INDEX IF NOT EXISTS library_items_media ON library_items(media_asset_id)
-"""
-#: The client that items saved before the library was kept per client belong to.
-LEGACY_CLIENT = "legacy"
 
 ALLOWED_FIELDS = ("id", "type", "content", "prompt", "createdAt", "name", "metadata")
 #: What the product makes; the frontend itself saves ``image`` and ``video``.
@@ -210,36 +194,19 @@ class Library:
     """The saved items of each client, newest first.
 
     Args:
-        data_dir: the data directory (its shared ``enfoads.sqlite3``).
+        data_dir: the data directory (its shared ``enfoads.sqlite3``), or that file's open ``Database``.
         max_items: items one client may keep.
         max_item_bytes: the largest item, as JSON.
         max_client_bytes: what all the items of one client may take, as JSON.
     """
 
-    def __init__(self, data_dir: Path, *, max_items: int = 5000, max_item_bytes: int = 30_000_000,
+    def __init__(self, data_dir: "Path | Database", *, max_items: int = 5000, max_item_bytes: int = 30_000_000,
                  max_client_bytes: int = 2_000_000_000):
-        self._db = Database(Path(data_dir) / DB_FILENAME)
+        where = data_dir if isinstance(data_dir, Database) else Path(data_dir) / DB_FILENAME
+        self._db, self._owns_db = database(where)
         self.max_items = max_items
         self.max_item_bytes = max_item_bytes
         self.max_client_bytes = max_client_bytes
-        with self._db.write() as conn:
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(stmt)
-            self._migrate_unpartitioned(conn)
-
-    @staticmethod
-    def _migrate_unpartitioned(conn) -> None:
-        """Items of the first version's table (one library for everyone) move to the ``legacy`` client."""
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'library'").fetchone() is None:
-            return
-        rows = conn.execute("SELECT id, data, bytes, created FROM library ORDER BY seq").fetchall()
-        for row in rows:
-            conn.execute(
-                "INSERT OR IGNORE INTO library_items (client, item_key, data, bytes, created, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (LEGACY_CLIENT, json.dumps(row["id"]), row["data"], row["bytes"], row["created"], row["created"]),
-            )
-        conn.execute("DROP TABLE library")
 
     def add(self, client: str, item, *, media_asset_id: str | None = None) -> dict:
         """Save (or replace) one item of ``client``; the stored item, as it will be listed.
@@ -293,4 +260,5 @@ class Library:
             return conn.execute("SELECT COUNT(*) FROM library_items WHERE client = ?", (client,)).fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        if self._owns_db:
+            self._db.close()

@@ -165,7 +165,7 @@ class _Served:
             log.info("shutting down before the models engine started")
             holder.on_ready(lambda e: e.close(JOB_GRACE_S))
         else:
-            running = engine.queue.list(states=["running"], limit=10)
+            running = engine.jobs.list(states=["running"], limit=10)
             if running:
                 log.info("shutting down: re-queueing %s (it runs again at the next start)",
                          ", ".join(f"job {j.id} ({j.kind})" for j in running))

@@ -64,7 +64,6 @@ __all__ = [
     "available_voices",
     "find_piper_voice",
     "espeak_executable",
-    "get_tts",
 ]
 
 log = logging.getLogger(__name__)
@@ -711,21 +710,6 @@ class TTS:
 # --------------------------------------------------------------------------- helpers for the web layer
 
 
-_TTS_CACHE: dict[tuple, TTS] = {}
-_TTS_CACHE_LOCK = threading.Lock()
-
-
-def get_tts(settings) -> TTS:
-    """One shared :class:`TTS` per models dir and edge setting (loaded Piper voices are reused)."""
-    key = (str(settings.models_dir), str(getattr(settings, "tts_edge", "auto")),
-           getattr(settings, "tts_default_voice", None))
-    with _TTS_CACHE_LOCK:
-        tts = _TTS_CACHE.get(key)
-        if tts is None:
-            tts = _TTS_CACHE[key] = TTS.from_settings(settings)
-        return tts
-
-
 def voice_entry(voice: CatalogVoice) -> dict:
     """A voice in the frontend's fields (``id, name, language, gender, country``) plus ``backend`` and ``offline``."""
     return {
@@ -739,10 +723,10 @@ def voice_entry(voice: CatalogVoice) -> dict:
     }
 
 
-def available_voices(settings, *, tts: TTS | None = None) -> list[dict]:
+def available_voices(tts: TTS) -> list[dict]:
     """``GET /voices``: the voices usable now, in the frontend's fields plus ``backend`` and ``offline``.
 
     Piper voices first (installed ones only), then edge voices (only when
     reachable), then espeak-ng. The tiny test voice is listed only once built.
     """
-    return [voice_entry(v) for v in (tts or get_tts(settings)).voices()]
+    return [voice_entry(v) for v in tts.voices()]

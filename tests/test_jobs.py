@@ -457,3 +457,9 @@ def test_restart_after_sigkill_mid_job_loses_nothing(tmp_path, max_attempts):
         job = after[name]
         assert sorted(a.id for a in by_job[job.id]) == sorted(job.result["asset_ids"])
         assert hashlib.sha256(job_process.final_bytes(job.id)).hexdigest() in {a.sha256 for a in by_job[job.id]}
+
+
+def test_the_local_queue_is_a_job_backend(make_queue):
+    from enfoads.backend import JobBackend
+
+    assert isinstance(make_queue(), JobBackend)

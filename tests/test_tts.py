@@ -178,7 +178,7 @@ def test_frontend_ids_map_to_offline_voices_when_edge_is_unreachable(tiny_models
 def test_available_voices_lists_usable_voices_in_frontend_fields(tiny_models, offline_probe):
     need_espeak()
     tts = TTS(tiny_models, edge_probe=offline_probe)
-    listed = available_voices(None, tts=tts)
+    listed = available_voices(tts)
     for v in listed:
         assert set(v) == {"id", "name", "language", "gender", "country", "backend", "offline"}
         assert v["backend"] in ("piper", "espeak") and v["offline"] is True

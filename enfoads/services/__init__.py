@@ -1,8 +1,10 @@
 """Model services: pure work, no Flask, no globals.
 
-Each service is a function of (validated options, a leased model, a progress
-callback) -> result. Each service module also offers
-``job_kinds(runtime) -> list[JobKind]`` for the job queue:
+Each service is an object built over a runtime (``ImageService``,
+``FaceSwapper``, ``SpeechTranscriber``; videos through ``video.job_kinds``
+with an explicit TTS engine and avatar store). ``enfoads.engine`` builds one
+of each, owns and closes them, and registers what their ``job_kinds()``
+returns with the job backend. A ``JobKind`` is:
 
 - ``validate(params) -> dict`` checks and normalises request params before the
   job is queued, raising ``enfoads.errors.InvalidInput`` (or a subclass) that
@@ -12,6 +14,9 @@ callback) -> result. Each service module also offers
   through ``runtime.residency``, runs the service with ``ctx.progress`` as the
   progress callback (which raises ``JobCancelled`` when the job was
   cancelled), saves outputs with ``ctx.save_bytes`` and returns JSON.
+
+Each module's ``job_kinds(runtime, ...)`` function makes a new service and
+returns its kinds, for tests and benches that need one service alone.
 """
 from __future__ import annotations
 

@@ -338,6 +338,26 @@ class FaceSwapper:
         return {"model": self.runtime.model_key("faces"), "swapper": self.runtime.model_key("swapper"),
                 "seconds": round(time.perf_counter() - started, 3)}
 
+    def job_kinds(self, *, assets=None) -> list[JobKind]:
+        """The ``faces.swap`` job kind (GPU worker).
+
+        Args:
+            assets: the ``AssetStore``; when given, ``validate`` also checks that
+                an asset id names an existing image (the handler uses ``ctx.assets``).
+        """
+        def validate(params: dict) -> dict:
+            return validate_params(params, limits=self.limits, assets=assets)
+
+        def handler(params: dict, ctx) -> dict:
+            params = validate_params(params, limits=self.limits, probe=False)
+
+            def save(png: bytes, width: int, height: int) -> str:
+                return ctx.save_bytes(png, "image/png", width=width, height=height).id
+
+            return self.swap(params, assets=ctx.assets, progress=ctx.progress, save=save)
+
+        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+
     def _wants_cuda(self) -> bool:
         rt = self.runtime
         gpu = rt.residency.gpu_budget > 0 and str(rt.residency.gpu_device).startswith("cuda")
@@ -467,25 +487,5 @@ class FaceSwapper:
 
 
 def job_kinds(runtime, *, assets=None) -> list[JobKind]:
-    """The ``faces.swap`` job kind for ``runtime``.
-
-    Args:
-        runtime: an ``enfoads.runtime.Runtime`` whose profile has the
-            ``faces`` and ``swapper`` roles.
-        assets: the ``AssetStore``; when given, ``validate`` also checks that
-            an asset id names an existing image (the handler uses ``ctx.assets``).
-    """
-    service = FaceSwapper(runtime)
-
-    def validate(params: dict) -> dict:
-        return validate_params(params, limits=service.limits, assets=assets)
-
-    def handler(params: dict, ctx) -> dict:
-        params = validate_params(params, limits=service.limits, probe=False)
-
-        def save(png: bytes, width: int, height: int) -> str:
-            return ctx.save_bytes(png, "image/png", width=width, height=height).id
-
-        return service.swap(params, assets=ctx.assets, progress=ctx.progress, save=save)
-
-    return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+    """The ``faces.swap`` job kind of a new ``FaceSwapper`` for ``runtime`` (see ``FaceSwapper.job_kinds``)."""
+    return FaceSwapper(runtime).job_kinds(assets=assets)

@@ -72,7 +72,6 @@ __all__ = [
     "render",
     "validate_options",
     "job_kinds",
-    "service_for",
     "side_by_side",
 ]
 
@@ -330,20 +329,6 @@ class RenderOutput:
     ran: dict  # what the pipeline actually ran with (inspected, not the plan)
 
 
-def _pipe_lock(pipe) -> threading.RLock:
-    lock = pipe.__dict__.get("_enfoads_lock")
-    if lock is None:
-        with _LOCKS_GUARD:
-            lock = pipe.__dict__.get("_enfoads_lock")
-            if lock is None:
-                lock = threading.RLock()
-                pipe.__dict__["_enfoads_lock"] = lock
-    return lock
-
-
-_LOCKS_GUARD = threading.Lock()
-
-
 def _first_parameter(module):
     # ``module.dtype``/``.device`` walk every submodule (a millisecond on each render); the first
     # parameter says the same for a model loaded in one dtype on one device.
@@ -387,58 +372,60 @@ def render(pipe, plan: Plan, *, on_step: Callable[[int, int, Any, Any], None] | 
     Returns:
         The images and ``ran``: guidance scale, CFG on/off, timesteps,
         scheduler settings, dtype and device as read from the pipeline.
+
+    The caller holds the pipeline for the call (``ImageService`` renders under
+    its own lock): a UNet swap and a render never interleave.
     """
     import torch
 
-    with _pipe_lock(pipe):
-        prepare_pipeline(pipe, plan)
-        ran: dict = {"timesteps": []}
+    prepare_pipeline(pipe, plan)
+    ran: dict = {"timesteps": []}
 
-        def callback(p, i, t, kwargs):
-            if i == 0:
-                ran["guidance_scale"] = float(getattr(p, "guidance_scale", plan.guidance))
-                ran["cfg"] = bool(getattr(p, "do_classifier_free_guidance", plan.guidance > 1))
-            ran["timesteps"].append(int(t))
-            if on_step is not None:
-                on_step(i + 1, plan.steps, p, kwargs.get("latents"))
-            return kwargs
+    def callback(p, i, t, kwargs):
+        if i == 0:
+            ran["guidance_scale"] = float(getattr(p, "guidance_scale", plan.guidance))
+            ran["cfg"] = bool(getattr(p, "do_classifier_free_guidance", plan.guidance > 1))
+        ran["timesteps"].append(int(t))
+        if on_step is not None:
+            on_step(i + 1, plan.steps, p, kwargs.get("latents"))
+        return kwargs
 
-        generators = [torch.Generator(device="cpu").manual_seed(s) for s in plan.seeds]
-        kwargs = dict(
-            prompt=plan.prompt,
-            num_inference_steps=plan.steps,
-            guidance_scale=plan.guidance,
-            width=plan.width,
-            height=plan.height,
-            num_images_per_prompt=plan.n,
-            generator=generators if plan.n > 1 else generators[0],
-            callback_on_step_end=callback,
-            callback_on_step_end_tensor_inputs=["latents"],
-        )
-        if plan.negative_prompt:
-            kwargs["negative_prompt"] = plan.negative_prompt
-        with torch.inference_mode():
-            out = pipe(**kwargs)
-        sched = pipe.scheduler
-        unet_param = _first_parameter(pipe.unet)
-        ran.update(
-            pipeline=type(pipe).__name__,
-            scheduler=type(sched).__name__,
-            timestep_spacing=sched.config.get("timestep_spacing"),
-            prediction_type=sched.config.get("prediction_type"),
-            dtype=str(unet_param.dtype).replace("torch.", ""),
-            vae_dtype=str(_first_parameter(pipe.vae).dtype).replace("torch.", ""),
-            vae_force_upcast=bool(pipe.vae.config.get("force_upcast", False)),
-            device=str(unet_param.device),
-            unet=Path(pipe.enfoads_unet["weights"]).name if getattr(pipe, "enfoads_unet", None) else None,
-        )
-        tokenizer = getattr(pipe, "tokenizer", None)
-        if tokenizer is not None:
-            ran["prompt_tokens"] = len(tokenizer(plan.prompt, truncation=False)["input_ids"])
-            ran["token_window"] = int(getattr(tokenizer, "model_max_length", 77))
-        ran.setdefault("guidance_scale", float(plan.guidance))
-        ran.setdefault("cfg", plan.guidance > 1)
-        return RenderOutput(images=list(out.images), ran=ran)
+    generators = [torch.Generator(device="cpu").manual_seed(s) for s in plan.seeds]
+    kwargs = dict(
+        prompt=plan.prompt,
+        num_inference_steps=plan.steps,
+        guidance_scale=plan.guidance,
+        width=plan.width,
+        height=plan.height,
+        num_images_per_prompt=plan.n,
+        generator=generators if plan.n > 1 else generators[0],
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["latents"],
+    )
+    if plan.negative_prompt:
+        kwargs["negative_prompt"] = plan.negative_prompt
+    with torch.inference_mode():
+        out = pipe(**kwargs)
+    sched = pipe.scheduler
+    unet_param = _first_parameter(pipe.unet)
+    ran.update(
+        pipeline=type(pipe).__name__,
+        scheduler=type(sched).__name__,
+        timestep_spacing=sched.config.get("timestep_spacing"),
+        prediction_type=sched.config.get("prediction_type"),
+        dtype=str(unet_param.dtype).replace("torch.", ""),
+        vae_dtype=str(_first_parameter(pipe.vae).dtype).replace("torch.", ""),
+        vae_force_upcast=bool(pipe.vae.config.get("force_upcast", False)),
+        device=str(unet_param.device),
+        unet=Path(pipe.enfoads_unet["weights"]).name if getattr(pipe, "enfoads_unet", None) else None,
+    )
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is not None:
+        ran["prompt_tokens"] = len(tokenizer(plan.prompt, truncation=False)["input_ids"])
+        ran["token_window"] = int(getattr(tokenizer, "model_max_length", 77))
+    ran.setdefault("guidance_scale", float(plan.guidance))
+    ran.setdefault("cfg", plan.guidance > 1)
+    return RenderOutput(images=list(out.images), ran=ran)
 
 
 # ============================================================================ encoding
@@ -524,18 +511,9 @@ def _animation(frames_a: list[bytes], frames_b: list[bytes], *, height: int = 12
 class ImageCache:
     """Request key -> stored result, in an ``image_cache`` table of the asset store's SQLite file."""
 
-    _SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS image_cache (key TEXT PRIMARY KEY, result TEXT NOT NULL,"
-        " asset_ids TEXT NOT NULL, created REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0)"
-    )
-
     def __init__(self, assets):
-        from enfoads.db import DB_FILENAME, Database
-
         self.assets = assets
-        self._db = Database(Path(assets.data_dir) / DB_FILENAME)
-        with self._db.write() as conn:
-            conn.execute(self._SCHEMA)
+        self._db = assets.db  # the asset store's file; its schema has the table (enfoads.schema)
 
     def get(self, key: str) -> dict | None:
         from enfoads.assets import AssetNotFound
@@ -566,7 +544,7 @@ class ImageCache:
             conn.execute("DELETE FROM image_cache WHERE key = ?", (key,))
 
     def close(self) -> None:
-        self._db.close()
+        pass  # the asset store owns the database
 
 
 # ============================================================================ saving
@@ -624,6 +602,7 @@ class ImageService:
         self._lock = threading.Lock()
         self._layout: dict | None = None
         self._preview_lane = SerialLane("enfoads-image-previews")
+        self._render_lock = threading.RLock()  # one render (and UNet swap) on the pipeline at a time
 
     # ------------------------------------------------------------------ models
 
@@ -1114,8 +1093,9 @@ class ImageService:
                 try:
                     with self.runtime.residency.use(plan.key) as pipe:
                         t_lease = time.perf_counter()
-                        memory = self._memory_options(pipe, plan)
-                        output = render(pipe, plan, on_step=on_step)
+                        with self._render_lock:
+                            memory = self._memory_options(pipe, plan)
+                            output = render(pipe, plan, on_step=on_step)
                     break
                 except ModelMemoryError as exc:
                     # Out of memory while running: the manager evicted every other model; try once more.
@@ -1291,8 +1271,9 @@ class ImageService:
         started = time.perf_counter()
         with self.runtime.residency.use(plan.key) as pipe:
             loaded = time.perf_counter()
-            self._memory_options(pipe, quick)
-            output = render(pipe, quick)
+            with self._render_lock:
+                self._memory_options(pipe, quick)
+                output = render(pipe, quick)
         # The encoders' first calls too (plugin imports, tables): a request's own path, minus the store.
         encode_image(output.images[0], plan.format)
         encode_preview(LatentSnapshot(torch.zeros(4, 8, 8)).rgb())
@@ -1321,21 +1302,6 @@ class ImageService:
             self._caches.clear()
 
 
-def service_for(runtime) -> ImageService:
-    """The one ``ImageService`` of a runtime (made on first use, kept on the runtime object).
-
-    The web layer uses it for what is not a job: ``list_models()``, ``validate()``.
-    """
-    service = runtime.__dict__.get("_image_service")
-    if service is None:
-        with _LOCKS_GUARD:
-            service = runtime.__dict__.get("_image_service")
-            if service is None:
-                service = ImageService(runtime)
-                runtime.__dict__["_image_service"] = service
-    return service
-
-
 def job_kinds(runtime) -> list[JobKind]:
-    """The image job kinds for ``runtime``: ``image.generate`` and ``image.compare`` (GPU worker)."""
-    return service_for(runtime).job_kinds()
+    """The image job kinds of a new ``ImageService`` for ``runtime`` (see ``ImageService.job_kinds``)."""
+    return ImageService(runtime).job_kinds()

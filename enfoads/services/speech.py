@@ -515,6 +515,45 @@ class SpeechTranscriber:
         self.run(np.zeros(16_000, dtype=np.float32), parse_options({}, default_beam_size=1))
         return {"model": self.runtime.model_key("speech"), "seconds": round(time.perf_counter() - started, 3)}
 
+    def job_kinds(self, *, assets=None) -> list[JobKind]:
+        """The ``speech.transcribe`` job kind (GPU worker).
+
+        Args:
+            assets: the ``AssetStore``; when given, ``validate`` also checks that
+                an asset id names an existing audio file (the handler uses ``ctx.assets``).
+        """
+        def validate(params: dict) -> dict:
+            return self.validate(params, assets=assets)
+
+        def handler(params: dict, ctx) -> dict:
+            params = self.validate(params, probe=False)
+            options = parse_options(params, default_beam_size=self.default_beam_size)
+            ctx.progress(0, "decoding audio")
+            audio = self.decode(params["audio"], assets=ctx.assets)
+            transcript = self.run(audio.samples, options, progress=ctx.progress)
+            warnings = translation_warnings(self.runtime.entry("speech"), options.task)
+            body = render(transcript, options.response_format)
+            asset = ctx.save_bytes(encode_body(body), ASSET_MIMES[options.response_format],
+                                   duration=transcript.duration)
+            return {
+                "response_format": options.response_format,
+                "content_type": CONTENT_TYPES[options.response_format],
+                # The OpenAI response: a JSON body, or the text of a text/srt/vtt answer.
+                ("body" if isinstance(body, dict) else "content"): body,
+                "asset_id": asset.id,
+                "text": transcript.text,
+                "task": transcript.task,
+                "language": transcript.language,
+                "language_probability": transcript.language_probability,
+                "language_detected": transcript.language_detected,
+                "duration": transcript.duration,
+                "duration_after_vad": transcript.duration_after_vad,
+                "segment_count": len(transcript.segments),
+                "warnings": warnings,
+            }
+
+        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+
     def _resident(self, key: str) -> bool:
         return any(row["id"] == key and row["tier"] for row in self.runtime.residency.stats().models)
 
@@ -531,42 +570,5 @@ class SpeechTranscriber:
 
 
 def job_kinds(runtime, *, assets=None) -> list[JobKind]:
-    """The ``speech.transcribe`` job kind for ``runtime``.
-
-    Args:
-        runtime: an ``enfoads.runtime.Runtime`` whose profile has a ``speech`` role.
-        assets: the ``AssetStore``; when given, ``validate`` also checks that
-            an asset id names an existing audio file (the handler uses ``ctx.assets``).
-    """
-    service = SpeechTranscriber(runtime)
-
-    def validate(params: dict) -> dict:
-        return service.validate(params, assets=assets)
-
-    def handler(params: dict, ctx) -> dict:
-        params = service.validate(params, probe=False)
-        options = parse_options(params, default_beam_size=service.default_beam_size)
-        ctx.progress(0, "decoding audio")
-        audio = service.decode(params["audio"], assets=ctx.assets)
-        transcript = service.run(audio.samples, options, progress=ctx.progress)
-        warnings = translation_warnings(runtime.entry("speech"), options.task)
-        body = render(transcript, options.response_format)
-        asset = ctx.save_bytes(encode_body(body), ASSET_MIMES[options.response_format], duration=transcript.duration)
-        return {
-            "response_format": options.response_format,
-            "content_type": CONTENT_TYPES[options.response_format],
-            # The OpenAI response: a JSON body, or the text of a text/srt/vtt answer.
-            ("body" if isinstance(body, dict) else "content"): body,
-            "asset_id": asset.id,
-            "text": transcript.text,
-            "task": transcript.task,
-            "language": transcript.language,
-            "language_probability": transcript.language_probability,
-            "language_detected": transcript.language_detected,
-            "duration": transcript.duration,
-            "duration_after_vad": transcript.duration_after_vad,
-            "segment_count": len(transcript.segments),
-            "warnings": warnings,
-        }
-
-    return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+    """The ``speech.transcribe`` job kind of a new ``SpeechTranscriber`` (see ``SpeechTranscriber.job_kinds``)."""
+    return SpeechTranscriber(runtime).job_kinds(assets=assets)

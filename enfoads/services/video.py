@@ -860,11 +860,9 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
             if that setting exists, else the system's temp dir (keep it off a Drive mount).
         tts, avatars, ffmpeg: override the defaults made from the settings.
     """
-    from enfoads.tts import get_tts
-
     settings = runtime.settings
     work_root = work_root or getattr(settings, "video_work_dir", None)
-    tts = tts or get_tts(settings)
+    tts = tts or TTS.from_settings(settings)
     avatars = avatars or AvatarStore.from_settings(settings)
     renderer = VideoRenderer(tts, avatars, ffmpeg or getattr(settings, "ffmpeg_path", None))
 

@@ -119,8 +119,8 @@ class Realtime:
         if engine is None:
             return
         now = time.time()
-        jobs = engine.queue.list(states=["queued", "running"], limit=200)
-        jobs += [j for j in engine.queue.list(states=["succeeded", "failed", "cancelled"], limit=200)
+        jobs = engine.jobs.list(states=["queued", "running"], limit=200)
+        jobs += [j for j in engine.jobs.list(states=["succeeded", "failed", "cancelled"], limit=200)
                  if j.finished_at and now - j.finished_at <= RECENT_S]
         for job in jobs:
             self.socketio.emit("job_update", self.job_update(job), to=sid, namespace=namespace)
@@ -163,7 +163,7 @@ class Realtime:
             engine = self.holder.engine_if_ready
             if engine is not None:
                 try:
-                    job = engine.queue.get(job_id)
+                    job = engine.jobs.get(job_id)
                 except KeyError:
                     return {"status": "error", "message": f"no job {job_id!r}"}
                 sio.emit("job_update", self.job_update(job), to=request.sid, namespace=request.namespace)

@@ -152,7 +152,7 @@ def voices():
     from enfoads.tts import available_voices
     from enfoads.voices import frontend_gender
 
-    listed = [{**v, "gender": frontend_gender(v["gender"])} for v in available_voices(state().settings)]
+    listed = [{**v, "gender": frontend_gender(v["gender"])} for v in available_voices(engine().tts)]
     return jsonify({"status": "success", "voices": listed})
 
 

@@ -37,18 +37,18 @@ def list_jobs():
         raise InvalidInput.field("state", f"unknown state {unknown[0]!r}; one of {', '.join(STATES)}")
     limit = query_number("limit", 50, 1, 500)
     kind = request.args.get("kind")
-    jobs = engine().queue.list(states=states or None, kind=kind, limit=limit)
+    jobs = engine().jobs.list(states=states or None, kind=kind, limit=limit)
     return jsonify({"status": "success", "jobs": [job_view(j) for j in jobs]})
 
 
 @bp.get("/api/jobs/<job_id>")
 def get_job(job_id: str):
-    return jsonify(job_view(engine().queue.get(job_id)))
+    return jsonify(job_view(engine().jobs.get(job_id)))
 
 
 @bp.post("/api/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
-    return jsonify(job_view(engine().queue.cancel(job_id)))
+    return jsonify(job_view(engine().jobs.cancel(job_id)))
 
 
 @bp.get("/api/events")
