@@ -22,6 +22,20 @@ def redact_paths(text: str) -> str:
     return _ABS_PATH.sub(lambda m: m.group(1) or "<folder>", text)
 
 
+def status_and_code(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code a caller gets for ``exc``: the ones its type carries, else 500.
+
+    Every caller-visible error type carries ``status`` (an HTTP error status)
+    and ``code``: the ``EnfoadsError`` family, and the lower layers' own
+    (``ModelMemoryError``, ``QueueFullError``, ``JobNotFound``), which keep
+    their bases but say how they are answered.
+    """
+    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
+    if isinstance(status, int) and 400 <= status < 600 and isinstance(code, str) and code:
+        return status, code
+    return 500, "internal_error"
+
+
 class EnfoadsError(Exception):
     status: int = 500
     code: str = "internal_error"

@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable
 from enfoads import events as ev
 from enfoads.assets import Asset, AssetStore
 from enfoads.db import Database
-from enfoads.errors import redact_paths
+from enfoads.errors import redact_paths, status_and_code
 from enfoads.events import EventBus
 from enfoads.schema import database
 from enfoads.serial import SerialLane
@@ -112,12 +112,16 @@ class QueueFullError(JobError):
     device has been taking), for the ``Retry-After`` header.
     """
 
+    status, code = 429, "queue_full"
+
     def __init__(self, message: str, *, retry_after_s: int = 30):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
 class JobNotFound(JobError, KeyError):
+    status, code = 404, "job_not_found"
+
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
 
@@ -174,6 +178,8 @@ def _job(row) -> Job:
     error = None
     if row["error_type"] is not None or row["error_message"] is not None:
         error = {"type": row["error_type"], "message": row["error_message"]}
+        if row["error_status"] is not None:  # how the web answers it (none for an interruption)
+            error.update(status=row["error_status"], code=row["error_code"])
     return Job(
         id=row["id"],
         kind=row["kind"],
@@ -679,7 +685,8 @@ class JobQueue:
                                                                  stage=job.stage))
         entry = self._handlers.get(job.kind)
         if entry is None:
-            self._finish(job, FAILED, error=("UnknownJobKind", f"no handler registered for job kind {job.kind!r}"))
+            self._finish(job, FAILED, error=("UnknownJobKind", f"no handler registered for job kind {job.kind!r}",
+                                             500, "unknown_job_kind"))
             return
         ctx = JobContext(self, job)
         started = time.monotonic()
@@ -703,7 +710,8 @@ class JobQueue:
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.kind)
             # Shown to clients (job views, events): no server paths; the log above has them.
-            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR]))
+            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR],
+                                             *status_and_code(exc)))
         else:
             # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
             self.cleanup_assets()
@@ -714,14 +722,18 @@ class JobQueue:
             self._mean_run_s[job.device] = took if mean is None else 0.8 * mean + 0.2 * took
 
     def _finish(self, job: Job, state: str, *, result: dict | None = None, result_json: str | None = None,
-                error: tuple[str, str] | None = None) -> None:
+                error: tuple[str, str, int, str] | None = None) -> None:
+        """``error``: (type name, message, HTTP status, code), kept so the web layer answers by the stored
+        status instead of by the name."""
         self._progress_lane.flush()  # every progress event of the job comes before its last one
+        status, code = (error[2], error[3]) if error else (None, None)
         with self._db.write() as conn:
             conn.execute(
                 "UPDATE jobs SET state = ?, stage = ?, progress = CASE WHEN ? THEN 100 ELSE progress END,"
-                " result = ?, error_type = ?, error_message = ?, finished_at = ? WHERE id = ?",
+                " result = ?, error_type = ?, error_message = ?, error_status = ?, error_code = ?, finished_at = ?"
+                " WHERE id = ?",
                 (state, state, state == SUCCEEDED, result_json, error[0] if error else None,
-                 error[1] if error else None, self._clock(), job.id),
+                 error[1] if error else None, status, code, self._clock(), job.id),
             )
         if state == SUCCEEDED:
             event: ev.Event = ev.JobSucceeded(job_id=job.id, kind=job.kind, result=result or {})

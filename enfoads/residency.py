@@ -77,6 +77,8 @@ class ModelMemoryError(ResidencyError):
     when the model can never fit in it.
     """
 
+    status, code = 503, "out_of_memory"
+
     def __init__(self, message: str, *, key: str, tier: str, needed: int, retryable: bool = False,
                  budget: int | None = None):
         super().__init__(message)

@@ -134,9 +134,31 @@ def _v1_tables(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE library")
 
 
+#: The status and code 0.1 answered a failed job with, by its error's class name (it stored only the name).
+_V01_ERRORS = {
+    "CapacityError": (503, "no_capacity"), "FFmpegError": (500, "ffmpeg_failed"),
+    "InvalidInput": (400, "invalid_input"), "ModelDownloadingError": (503, "model_downloading"),
+    "ModelMemoryError": (503, "out_of_memory"), "ModelNotInstalled": (503, "model_not_installed"),
+    "ModelNotInstalledError": (503, "model_not_installed"), "NotFound": (404, "not_found"),
+    "NotImplementedInVersion": (501, "not_implemented"), "PayloadTooLarge": (413, "payload_too_large"),
+    "QueueFullError": (429, "queue_full"), "TTSError": (500, "tts_failed"),
+    "UnprocessableInput": (422, "unprocessable"), "UnsupportedMediaType": (415, "unsupported_media_type"),
+    "VideoUnavailable": (503, "video_unavailable"),
+}
+
+
+def _v2_job_error_status(conn: sqlite3.Connection) -> None:
+    """A failed job keeps the HTTP status and code of its error; 0.1's rows get them from the name."""
+    conn.execute("ALTER TABLE jobs ADD COLUMN error_status INTEGER")
+    conn.execute("ALTER TABLE jobs ADD COLUMN error_code TEXT")
+    for name, (status, code) in _V01_ERRORS.items():
+        conn.execute("UPDATE jobs SET error_status = ?, error_code = ? WHERE error_type = ?", (status, code, name))
+
+
 #: (version, what it does, the change). Applied in order, each at most once per file.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "jobs, events, assets, kept links, image cache, library (the 0.1 schema)", _v1_tables),
+    (2, "a failed job's HTTP status and error code", _v2_job_error_status),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

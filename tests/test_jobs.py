@@ -16,6 +16,7 @@ import pytest
 
 from enfoads import events as ev
 from enfoads.assets import AssetStore
+from enfoads.errors import UnprocessableInput
 from enfoads.events import EventBus, RecordingBus
 from enfoads.jobs import (
     CPU,
@@ -177,14 +178,21 @@ def test_handler_exception_fails_the_job_with_type_and_message(make_queue):
         ctx.progress(10, "about to fail")
         raise ValueError("the prompt is empty")
 
+    def no_face(params, ctx):
+        raise UnprocessableInput("no face in the image")
+
     q.register("bad", bad)
+    q.register("no_face", no_face)
     q.register("good", lambda p, ctx: {"ok": True})
     q.start()
     job = q.submit_and_wait("bad", timeout=5)
     assert job.state == "failed" and job.attempts == 1
-    assert job.error == {"type": "ValueError", "message": "the prompt is empty"}
+    # A plain exception is a server error; an error type that carries its status keeps it with the job.
+    assert job.error == {"type": "ValueError", "message": "the prompt is empty", "status": 500,
+                         "code": "internal_error"}
     failed = q.bus.of_type(ev.JobFailed, job.id)
     assert failed[0].error_type == "ValueError" and failed[0].error_message == "the prompt is empty"
+    assert q.submit_and_wait("no_face", timeout=5).error["status"] == 422
     assert q.submit_and_wait("good", timeout=5).state == "succeeded"  # the worker lives on
 
 

@@ -88,9 +88,11 @@ def test_not_installed_is_a_503_with_the_command(tmp_path):
     assert (exc.status, exc.code) == (503, "model_not_installed")
     assert "enfoads preload --only speech" in str(exc)
 
+    from enfoads.errors import status_and_code
     from enfoads.web.errors import code_for_job_error, status_for_job_error
 
-    recorded = {"type": type(exc).__name__, "message": str(exc)}
+    # What a job that failed with it records (JobQueue keeps the status and code its type carries).
+    recorded = {"type": type(exc).__name__, "message": str(exc), **dict(zip(("status", "code"), status_and_code(exc)))}
     assert status_for_job_error(recorded) == 503 and code_for_job_error(recorded) == "model_not_installed"
 
 

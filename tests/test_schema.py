@@ -47,6 +47,25 @@ def test_a_file_from_a_newer_release_is_refused_not_misread(tmp_path):
         build_engine(Settings(profile="tiny", data_dir=tmp_path, auto_download="off", warm="off"), start=False)
 
 
+def test_a_failed_job_of_0_1_gets_the_status_its_error_name_meant(tmp_path):
+    db = Database(tmp_path / DB_FILENAME)
+    try:
+        with db.write() as conn:
+            from enfoads.schema import MIGRATIONS
+
+            MIGRATIONS[0][2](conn)  # a 0.1 file: version 0, 0.1's tables
+            for i, name in enumerate(("InvalidInput", "ModelMemoryError", "RuntimeError")):
+                conn.execute("INSERT INTO jobs(id, kind, device, params, state, created_at, error_type, error_message)"
+                             " VALUES (?, 'k', 'gpu', '{}', 'failed', 0, ?, 'm')", (f"j{i}", name))
+        migrate(db)
+        with db.read() as conn:
+            rows = conn.execute("SELECT id, error_status, error_code FROM jobs ORDER BY id").fetchall()
+        assert [tuple(r) for r in rows] == [("j0", 400, "invalid_input"), ("j1", 503, "out_of_memory"),
+                                           ("j2", None, None)]
+    finally:
+        db.close()
+
+
 def test_migrations_run_once(tmp_path):
     db = Database(tmp_path / DB_FILENAME)
     try:

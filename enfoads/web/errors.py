@@ -41,33 +41,15 @@ def error_response(status: int, message: str, code: str | None = None, details=N
     return response
 
 
-def _subclasses(cls):
-    for sub in cls.__subclasses__():
-        yield sub
-        yield from _subclasses(sub)
-
-
-def _by_type() -> dict[str, tuple[int, str]]:
-    # Failed jobs record their error's class name; these are the names the web answers for.
-    import enfoads.installer  # noqa: F401 - registers ModelDownloadingError as a subclass
-    import enfoads.registry  # noqa: F401 - registers ModelNotInstalledError as a subclass
-
-    table = {cls.__name__: (cls.status, cls.code) for cls in _subclasses(E.EnfoadsError)}
-    table.update({"ModelMemoryError": (503, "out_of_memory"), "QueueFullError": (429, "queue_full")})
-    return table
-
-
-_BY_TYPE = _by_type()
-
-
 def status_for_job_error(error: dict | None) -> int:
-    """The HTTP status for a failed job's recorded error (bad input stays a 4xx)."""
-    return _BY_TYPE.get((error or {}).get("type", ""), (500, ""))[0]
+    """The HTTP status for a failed job's recorded error (bad input stays a 4xx): the one stored with it."""
+    status = (error or {}).get("status")
+    return int(status) if status else 500
 
 
 def code_for_job_error(error: dict | None) -> str | None:
     """The error code for a failed job's recorded error, or None for the status's generic one."""
-    return _BY_TYPE.get((error or {}).get("type", ""), (500, None))[1]
+    return (error or {}).get("code") or None
 
 
 def init_app(app: Flask) -> None:

@@ -51,6 +51,7 @@ class EngineHolder:
         for listener in listeners:
             listener(engine)
         self._ready.set()
+        threading.Thread(target=_freeze_after_warm_up, args=(engine,), name="enfoads-gc-freeze", daemon=True).start()
 
     def on_ready(self, listener: Callable[[Engine], None]) -> None:
         """Call ``listener(engine)`` once the engine exists (now, if it already does)."""
@@ -80,6 +81,23 @@ class EngineHolder:
         self._ready.wait(self.wait_s)
         if self._engine is not None:
             self._engine.close()
+
+
+def _freeze_after_warm_up(engine: Engine) -> None:
+    """Once the warm start is over, move every object alive then out of the collector's reach.
+
+    torch, diffusers, transformers and the loaded models are millions of
+    long-lived objects; each full collection would walk them all while holding
+    the GIL (hundreds of milliseconds in which no request is answered). They
+    never become garbage, so ``gc.freeze()`` takes them out of its walks.
+    """
+    import gc
+
+    if engine.warmer is not None:
+        engine.warmer.wait()
+    gc.collect()
+    gc.freeze()
+    log.info("garbage collector: %d objects frozen after the warm start", gc.get_freeze_count())
 
 
 class AppState:
