@@ -543,9 +543,6 @@ class ImageCache:
         with self._db.write() as conn:
             conn.execute("DELETE FROM image_cache WHERE key = ?", (key,))
 
-    def close(self) -> None:
-        pass  # the asset store owns the database
-
 
 # ============================================================================ saving
 
@@ -1297,9 +1294,7 @@ class ImageService:
     def close(self) -> None:
         self._preview_lane.close()
         with self._lock:
-            for cache in self._caches.values():
-                cache.close()
-            self._caches.clear()
+            self._caches.clear()  # their database is the asset stores' to close
 
 
 def job_kinds(runtime) -> list[JobKind]:
