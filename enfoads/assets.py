@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
 
 from enfoads.db import DB_FILENAME, Database
+from enfoads.errors import EnfoadsError
 from enfoads.schema import database
 
 __all__ = [
@@ -77,17 +78,25 @@ _EXTENSIONS = {
 
 
 
-class AssetError(Exception):
+class AssetError(EnfoadsError):
     """Base class for asset store errors."""
 
 
 class AssetNotFound(AssetError, KeyError):
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
+    status, code = 404, "asset_not_found"
+
+    @property
+    def public_message(self) -> str:  # ids of other people's assets are not confirmed or named
+        return "no such asset"
 
 
 class SignatureError(AssetError):
     """A media URL whose signature does not match (tampered, or for another asset). Maps to 403."""
+
+    status, code = 403, "bad_signature"
+
+    def __init__(self, message: str = "invalid or expired media link", **kwargs):
+        super().__init__(message or "invalid or expired media link", **kwargs)
 
 
 class SignatureExpired(SignatureError):

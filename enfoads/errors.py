@@ -1,8 +1,10 @@
-"""Error types that cross module boundaries, each with the HTTP status the web layer answers.
+"""The one root of every caller-visible error: ``EnfoadsError`` carries its HTTP status and code.
 
-Services raise these with messages written for the person using the
-frontend; the web layer turns any of them into
-``{"status": "error", "message": ..., "code": ..., "details"?: ...}``.
+Services and the lower layers (jobs, assets, residency) raise subclasses of
+it with messages written for the person using the frontend; the web layer
+maps by type and turns any of them into
+``{"status": "error", "message": ..., "code": ..., "details"?: ...}`` with the
+headers the error asks for (``Retry-After``). Anything else is a bug: 500.
 """
 from __future__ import annotations
 
@@ -23,30 +25,36 @@ def redact_paths(text: str) -> str:
 
 
 def status_and_code(exc: BaseException) -> tuple[int, str]:
-    """The HTTP status and error code a caller gets for ``exc``: the ones its type carries, else 500.
-
-    Every caller-visible error type carries ``status`` (an HTTP error status)
-    and ``code``: the ``EnfoadsError`` family, and the lower layers' own
-    (``ModelMemoryError``, ``QueueFullError``, ``JobNotFound``), which keep
-    their bases but say how they are answered.
-    """
-    status, code = getattr(exc, "status", None), getattr(exc, "code", None)
-    if isinstance(status, int) and 400 <= status < 600 and isinstance(code, str) and code:
-        return status, code
+    """The HTTP status and error code a caller gets for ``exc``: its type's, or 500 for anything else."""
+    if isinstance(exc, EnfoadsError):
+        return exc.status, exc.code
     return 500, "internal_error"
 
 
 class EnfoadsError(Exception):
+    """A caller-visible error. ``public_message`` is what a stranger may read (no server paths)."""
+
     status: int = 500
     code: str = "internal_error"
+    retry_after_s: int | None = None  # set where retrying later may work (429, 503)
 
-    def __init__(self, message: str, *, details: Any = None):
+    def __init__(self, message: str = "", *, details: Any = None):
         super().__init__(message)
         self.message = message
         self.details = details
 
+    def __str__(self) -> str:  # KeyError subclasses would repr() the message
+        return self.message
+
+    @property
+    def public_message(self) -> str:
+        return redact_paths(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(int(self.retry_after_s))} if self.retry_after_s is not None else {}
+
     def to_dict(self) -> dict:
-        body = {"status": "error", "message": redact_paths(self.message), "code": self.code}
+        body = {"status": "error", "message": self.public_message, "code": self.code}
         if self.details is not None:
             body["details"] = self.details
         return body

@@ -64,7 +64,7 @@ from typing import Any, Callable, Iterable
 from enfoads import events as ev
 from enfoads.assets import Asset, AssetStore
 from enfoads.db import Database
-from enfoads.errors import redact_paths, status_and_code
+from enfoads.errors import EnfoadsError, redact_paths, status_and_code
 from enfoads.events import EventBus
 from enfoads.schema import database
 from enfoads.serial import SerialLane
@@ -101,7 +101,7 @@ _MAX_ERROR = 2000
 
 
 
-class JobError(Exception):
+class JobError(EnfoadsError):
     """Base class for job queue errors."""
 
 
@@ -114,7 +114,7 @@ class QueueFullError(JobError):
 
     status, code = 429, "queue_full"
 
-    def __init__(self, message: str, *, retry_after_s: int = 30):
+    def __init__(self, message: str = "the job queue is full; retry later", *, retry_after_s: int = 30):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -122,13 +122,9 @@ class QueueFullError(JobError):
 class JobNotFound(JobError, KeyError):
     status, code = 404, "job_not_found"
 
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
-
 
 class UnknownJobKind(JobError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
+    status, code = 400, "unknown_job_kind"
 
 
 class JobCancelled(Exception):

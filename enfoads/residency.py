@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
+from enfoads.errors import EnfoadsError
+
 log = logging.getLogger(__name__)
 
 GPU = "gpu"
@@ -60,13 +62,12 @@ _OOM_MARKERS = (
 )
 
 
-class ResidencyError(RuntimeError):
+class ResidencyError(EnfoadsError, RuntimeError):
     """Base class for residency failures."""
 
 
 class UnknownModelError(ResidencyError, KeyError):
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
+    status, code = 404, "unknown_model"
 
 
 class ModelMemoryError(ResidencyError):
@@ -78,6 +79,7 @@ class ModelMemoryError(ResidencyError):
     """
 
     status, code = 503, "out_of_memory"
+    retry_after_s = 30
 
     def __init__(self, message: str, *, key: str, tier: str, needed: int, retryable: bool = False,
                  budget: int | None = None):

@@ -56,9 +56,12 @@ KEY = "fuzz-key-0123456789abcdef"
 def fuzz_server(models_dir, tmp_path_factory):
     build_tiny_kit(models_dir)
     srv = start_server(models_dir, tmp_path_factory.mktemp("fuzz") / "data", key=KEY, extra_env={
-        # A fuzzed generation may ask for 1536x1536 x 4 images: cap the wait so a slow example
-        # answers with its documented 202 (job id) instead of holding the run.
-        "ENFOADS_SYNC_TIMEOUT_S": "20",
+        # Schema-valid examples run real jobs (a generation may ask for 1536x1536 x 4 images, a
+        # video for 3000 characters): a short wait answers a slow one with its documented 202 (job
+        # id), and a shallow queue answers the rest with the documented 429, so the backlog the
+        # run leaves behind stays at two jobs.
+        "ENFOADS_SYNC_TIMEOUT_S": "5",
+        "ENFOADS_MAX_QUEUED_JOBS": "2",
     })
     srv.wait_ready()
     yield srv
@@ -66,7 +69,10 @@ def fuzz_server(models_dir, tmp_path_factory):
 
 
 def fuzz_config(key: str) -> schemathesis.Config:
-    slow = {"generation": {"max-examples": SLOW_EXAMPLES}}
+    # The coverage phase makes a case per enum value and boundary: on a route whose valid cases
+    # each render (every aspect ratio, every style), that is minutes; the fuzzing phase still
+    # draws those values, and the light routes keep the phase.
+    slow = {"generation": {"max-examples": SLOW_EXAMPLES}, "phases": {"coverage": {"enabled": FULL > 0}}}
     data = {
         "headers": {"Authorization": f"Bearer {key}"},
         "suppress-health-check": [HealthCheck.too_slow.name, HealthCheck.filter_too_much.name,

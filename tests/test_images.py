@@ -308,7 +308,7 @@ BAD = [
     ({"model": "user:missing"}, "model"),
     ({"model": 7}, "model"),
     ({"preview_every": -1}, "preview_every"),
-    ({"cache": "yes"}, "cache"),
+    ({"cache": "maybe"}, "cache"),
 ]
 
 

@@ -6,7 +6,10 @@ with an explicit TTS engine and avatar store). ``enfoads.engine`` builds one
 of each, owns and closes them, and registers what their ``job_kinds()``
 returns with the job backend. A ``JobKind`` is:
 
-- ``validate(params) -> dict`` checks and normalises request params before the
+- ``options``: the kind's ``enfoads.services.options.Options`` model: the
+  fields it accepts, their rules and the OpenAPI schema made from them.
+- ``validate(params) -> dict`` parses params with that model (then checks
+  what needs the runtime: installed models, avatars, voices, image headers), and normalises request params before the
   job is queued, raising ``enfoads.errors.InvalidInput`` (or a subclass) that
   names the offending field; the web layer calls it so a bad request gets its
   4xx at once instead of a failed job.
@@ -30,3 +33,4 @@ class JobKind:
     handler: Callable[[dict, Any], dict]
     validate: Callable[[dict], dict]
     device: str = "gpu"  # "gpu": the one GPU worker; "cpu": the CPU pool
+    options: type | None = None  # the Options model validate parses with (its schema is published)

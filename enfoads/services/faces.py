@@ -63,7 +63,7 @@ from typing import Any
 from enfoads import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from enfoads.services import JobKind
-from enfoads.services.options import parse_bool
+from enfoads.services.options import Options, checked, fail, flag, to_whole_number
 
 __all__ = ["JOB_KIND", "DETECT_MAX_SIDE", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
 
@@ -83,33 +83,62 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 # --------------------------------------------------------------------------- options
 
 
-def _index(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
-        elif isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise InvalidInput.field(field, f"must be a face index (an integer from 0), not {value!r}")
-    if value < 0:
-        raise InvalidInput.field(field, f"must be 0 or more, not {value}")
-    return int(value)
+def _index(value: Any) -> int:
+    return to_whole_number(value, lo=0, hi=10_000)
 
 
-def _indices(value: Any, field: str) -> list[int] | None:
+def _optional_index(value: Any) -> int | None:
+    return None if value is None else _index(value)
+
+
+def _indices(value: Any) -> list[int] | None:
     if value is None:
         return None
     if isinstance(value, str) and "," in value:  # a form field "0,2"
         value = [v for v in value.split(",") if v.strip()]
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items:
-        raise InvalidInput.field(field, "must list at least one face index (omit it to replace every face)")
+        fail("must list at least one face index (omit it to replace every face)")
     if len(items) > MAX_TARGET_FACES:
-        raise InvalidInput.field(field, f"lists {len(items)} faces; at most {MAX_TARGET_FACES} per request")
-    out = [_index(v, field) for v in items]
+        fail(f"lists {len(items)} faces; at most {MAX_TARGET_FACES} per request")
+    out = [_index(v) for v in items]
     if len(set(out)) != len(out):
-        raise InvalidInput.field(field, f"lists a face twice: {out}")
+        fail(f"lists a face twice: {out}")
     return out
+
+
+def _image(value: Any) -> str:
+    # Only its kind here: the header is read by ``validate_params`` (the pixels by the handler).
+    if value is None or (isinstance(value, str) and not value.strip()):
+        fail("is required (base64, a data URI or an asset id)")
+    if not isinstance(value, str):
+        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
+    return value
+
+
+ImageInput = checked(_image, {"type": "string", "minLength": 1, "description": "base64, a data URI or an asset id"}, str)
+FaceIndex = checked(_optional_index, {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}],
+                                      "description": "the source face (default the largest)"}, int | None)
+FaceIndices = checked(_indices, {"anyOf": [
+    {"type": "array", "minItems": 1, "maxItems": MAX_TARGET_FACES, "uniqueItems": True,
+     "items": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}},
+    {"type": "integer", "minimum": 0}, {"type": "string", "description": "indices as text: \"0,2\""},
+    {"type": "null"}], "description": "the target faces to replace (default all)"}, Any)
+
+
+PasteBack = flag(True)
+
+
+class SwapOptions(Options):
+    """``faces.swap``'s params."""
+
+    what = "face swap options"
+
+    source_image: ImageInput
+    target_image: ImageInput
+    source_face_index: FaceIndex = None
+    target_face_indices: FaceIndices = None
+    paste_back: PasteBack = True
 
 
 @dataclass(frozen=True)
@@ -137,13 +166,9 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
     Raises:
         InvalidInput (or a subclass): naming the field.
     """
-    if not isinstance(params, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    out: dict[str, Any] = {}
+    out = SwapOptions.parse(params).to_params()
     for field in _IMAGE_FIELDS:
-        value = params.get(field)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise InvalidInput.field(field, "is required (base64, a data URI or an asset id)")
+        value = out[field]
         if not probe:
             pass
         elif media.is_asset_id(value):
@@ -151,11 +176,6 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
                 _asset_image(assets, value, field, limits, read=False)
         else:
             media.probe_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
-        out[field] = value
-    source_index = params.get("source_face_index")
-    out["source_face_index"] = None if source_index is None else _index(source_index, "source_face_index")
-    out["target_face_indices"] = _indices(params.get("target_face_indices"), "target_face_indices")
-    out["paste_back"] = parse_bool(params.get("paste_back"), "paste_back", True)
     return out
 
 
@@ -356,7 +376,7 @@ class FaceSwapper:
 
             return self.swap(params, assets=ctx.assets, progress=ctx.progress, save=save)
 
-        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu", options=SwapOptions)]
 
     def _wants_cuda(self) -> bool:
         rt = self.runtime

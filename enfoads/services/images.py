@@ -49,7 +49,6 @@ import io
 import json
 import logging
 import math
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -59,8 +58,11 @@ from typing import Any, Callable
 from enfoads.errors import InvalidInput
 from enfoads.serial import SerialLane
 from enfoads.services import JobKind
-from enfoads.services.prompts import validate_prompt
-from enfoads.services.styles import apply_style, get_style, style_names
+from enfoads.services.image_options import (
+    ASPECT_RATIOS, FORMATS, MAX_SEED, CompareOptions, ImageOptions, SideOptions,
+)
+from enfoads.services.options import raise_fields
+from enfoads.services.styles import apply_style
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -79,26 +81,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_VERSION = 1  # part of every cache key: bump when outputs change for the same request
 
-# The frontend's aspect ratios and their exact sizes (width, height) on SDXL.
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {
-    "1:1": (1024, 1024),
-    "16:9": (1344, 768),
-    "9:16": (768, 1344),
-    "21:9": (1536, 640),
-    "9:21": (640, 1536),
-    "11:8": (1152, 832),
-    "8:11": (832, 1152),
-    "4:3": (1152, 896),
-    "3:4": (896, 1152),
-}
 LIGHTNING_STEPS = (1, 2, 4, 8)
-FORMATS = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-_FORMAT_ALIASES = {"jpg": "jpeg", "image/png": "png", "image/webp": "webp", "image/jpeg": "jpeg"}
-MIN_SIDE, MAX_SIDE = 256, 1536
-MIN_STEPS, MAX_STEPS = 1, 50
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
-MAX_N = 4
-MAX_SEED = 2**32 - 1
 QUALITY_DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = {"sdxl": 5.0, "sd15": 7.5, "sd2": 7.5}
 # Distilled catalogue models and their limits (until the catalogue carries them as options).
@@ -117,176 +100,12 @@ _BASE_ALIASES = {"base", "quality", "sdxl-base"}
 # ============================================================================ validation
 
 
-def _int(value, name: str, errors: dict, lo: int | None = None, hi: int | None = None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        errors[name] = "must be a whole number, not true/false"
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text) if text.lstrip("+-").isdigit() else float(text)
-        except ValueError:
-            errors[name] = f"must be a whole number, got {value!r}"
-            return None
-    if isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            errors[name] = f"must be a whole number, got {value!r}"
-            return None
-        value = int(value)
-    if not isinstance(value, int):
-        errors[name] = f"must be a whole number, not {type(value).__name__}"
-        return None
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        errors[name] = f"must be between {lo} and {hi}, got {value}"
-        return None
-    return value
-
-
-def _float(value, name: str, errors: dict, lo: float, hi: float) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        errors[name] = "must be a number, not true/false"
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            errors[name] = f"must be a number, got {value!r}"
-            return None
-    if not isinstance(value, (int, float)):
-        errors[name] = f"must be a number, not {type(value).__name__}"
-        return None
-    value = float(value)
-    if not math.isfinite(value) or value < lo or value > hi:
-        errors[name] = f"must be between {lo:g} and {hi:g}, got {value:g}"
-        return None
-    return value
-
-
-def _raise(errors: dict) -> None:
-    if errors:
-        detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
-        raise InvalidInput(f"invalid image options: {detail}", fields=errors)
-
-
-def _side_options(params: dict, errors: dict, prefix: str = "") -> dict:
-    """model / steps / guidance (alias guidance_scale): the options a compare side may override."""
-    out: dict = {}
-    if "model" in params:
-        model = params.get("model")
-        if model is not None and not isinstance(model, str):
-            errors[prefix + "model"] = f"must be a model id (text), not {type(model).__name__}"
-        else:
-            out["model"] = model.strip() if isinstance(model, str) and model.strip() else None
-    if "steps" in params:
-        out["steps"] = _int(params.get("steps"), prefix + "steps", errors, MIN_STEPS, MAX_STEPS)
-    g = params.get("guidance")
-    gs = params.get("guidance_scale")
-    if g is not None or gs is not None or "guidance" in params:
-        guidance = _float(g, prefix + "guidance", errors, MIN_GUIDANCE, MAX_GUIDANCE)
-        alias = _float(gs, prefix + "guidance_scale", errors, MIN_GUIDANCE, MAX_GUIDANCE)
-        if guidance is not None and alias is not None and guidance != alias:
-            errors[prefix + "guidance_scale"] = (
-                f"is an alias of guidance and disagrees with it ({alias:g} vs {guidance:g}); send one of them")
-        out["guidance"] = guidance if guidance is not None else alias
-    return out
-
-
 def validate_options(params: dict, *, check_model: Callable[[str | None], None] | None = None) -> dict:
-    """Check and normalise ``image.generate`` options; every bad field is named.
-
-    Args:
-        params: the request body (the frontend's ``/generate-image`` fields, or more).
-        check_model: raises ``InvalidInput`` for an unusable ``model``.
-
-    Returns:
-        ``{prompt, negative_prompt, style, aspect_ratio, width, height, steps,
-        guidance, seed, n, format, model, preview_every, cache}``; ``seed`` is
-        drawn at random when absent; ``steps``/``guidance`` stay None for the
-        model's defaults; ``width``/``height`` stay None when an aspect ratio
-        (or nothing) chooses the size. Normalising twice changes nothing.
-
-    Raises:
-        InvalidInput: with ``fields`` mapping each bad field to its message.
-    """
-    if not isinstance(params, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    errors: dict[str, str] = {}
-    out: dict[str, Any] = {}
-    try:
-        out["prompt"] = validate_prompt(params.get("prompt"))
-    except InvalidInput as exc:
-        errors.update(exc.fields)
-    try:
-        out["negative_prompt"] = validate_prompt(params.get("negative_prompt"), "negative_prompt", required=False)
-    except InvalidInput as exc:
-        errors.update(exc.fields)
-
-    style = params.get("style")
-    if style is not None and not isinstance(style, str):
-        errors["style"] = f"must be a style name, not {type(style).__name__}"
-    else:
-        try:
-            found = get_style(style)
-            out["style"] = found.name if found else None
-        except KeyError:
-            errors["style"] = f"unknown style {style!r}; choose one of: {', '.join(style_names())}"
-
-    ratio = params.get("aspect_ratio")
-    width = _int(params.get("width"), "width", errors, MIN_SIDE, MAX_SIDE)
-    height = _int(params.get("height"), "height", errors, MIN_SIDE, MAX_SIDE)
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and value % 8:
-            errors[name] = f"must be a multiple of 8, got {value}"
-    if ratio is not None and (not isinstance(ratio, str) or ratio.strip().replace(" ", "") not in ASPECT_RATIOS):
-        errors["aspect_ratio"] = f"must be one of {', '.join(ASPECT_RATIOS)}, got {ratio!r}"
-    ratio = ratio.strip().replace(" ", "") if isinstance(ratio, str) else None
-    given_w, given_h = params.get("width") is not None, params.get("height") is not None
-    if given_w != given_h and "width" not in errors and "height" not in errors:
-        errors["height" if given_w else "width"] = "give width and height together"
-    if ratio and width is not None and height is not None and (width, height) != ASPECT_RATIOS.get(ratio):
-        errors["aspect_ratio"] = (
-            f"{ratio} is {ASPECT_RATIOS[ratio][0]}x{ASPECT_RATIOS[ratio][1]} but width/height say "
-            f"{width}x{height}; send one or the other")
-    out["aspect_ratio"] = ratio or None
-    out["width"], out["height"] = (width, height) if not ratio else (None, None)
-
-    out.update(_side_options(params, errors))
-    out.setdefault("model", None)
-    out.setdefault("steps", None)
-    out.setdefault("guidance", None)
-
-    seed = params.get("seed")
-    seed = _int(seed, "seed", errors, 0, MAX_SEED)
-    out["seed"] = seed if seed is not None else secrets.randbelow(MAX_SEED + 1)
-    n = params.get("n", params.get("num_images"))
-    out["n"] = _int(n, "n", errors, 1, MAX_N) or 1
-
-    fmt = params.get("format", params.get("output_format", "png"))
-    if fmt is None:
-        fmt = "png"
-    key = _FORMAT_ALIASES.get(str(fmt).strip().lower(), str(fmt).strip().lower()) if isinstance(fmt, str) else None
-    if key not in FORMATS:
-        errors["format"] = f"must be one of png, webp, jpeg, got {fmt!r}"
-    out["format"] = key if key in FORMATS else "png"
-
-    every = params.get("preview_every")
-    out["preview_every"] = _int(every, "preview_every", errors, 0, MAX_STEPS)
-    cache = params.get("cache", True)
-    if not isinstance(cache, bool):
-        errors["cache"] = "must be true or false"
-    out["cache"] = cache if isinstance(cache, bool) else True
-
-    if check_model is not None and "model" not in errors:
-        try:
-            check_model(out["model"])
-        except InvalidInput as exc:
-            errors.update(exc.fields or {"model": exc.message})
-    _raise(errors)
-    return out
+    """``ImageOptions.parse`` (see ``image_options``) as JSON, then ``check_model(model)``; every bad field named."""
+    options = ImageOptions.parse(params).to_params()
+    if check_model is not None:
+        check_model(options["model"])
+    return options
 
 
 # ============================================================================ plan and render
@@ -787,7 +606,7 @@ class ImageService:
                 if not isinstance(side, dict):
                     errors[name] = "must be an object with model, steps and/or guidance"
                     continue
-                unknown = sorted(set(side) - {"model", "steps", "guidance", "guidance_scale"})
+                unknown = sorted(set(side) - set(SideOptions.model_fields))
                 if unknown:
                     errors[name] = f"unknown keys {unknown}; a side may set model, steps, guidance"
                     continue
@@ -801,18 +620,23 @@ class ImageService:
             base = {}
         parsed = {}
         for name in ("a", "b"):
-            side = _side_options(sides.get(name, {}), errors, prefix=f"{name}.")
-            if "model" in side and f"{name}.model" not in errors:
+            given = sides.get(name, {})
+            try:
+                side = SideOptions.parse(given).to_params()
+            except InvalidInput as exc:
+                errors.update({f"{name}.{field}": message for field, message in exc.fields.items()})
+                continue
+            parsed[name] = {k: v for k, v in side.items() if k in given or (k == "guidance" and "guidance_scale" in given)}
+            if "model" in parsed[name]:
                 try:
-                    self.check_model(side["model"])
+                    self.check_model(parsed[name]["model"])
                 except InvalidInput as exc:
                     errors[f"{name}.model"] = next(iter(exc.fields.values()), exc.message)
-            parsed[name] = side
         if not errors:
             resolved = [{**{k: base.get(k) for k in ("model", "steps", "guidance")}, **parsed[s]} for s in "ab"]
             if resolved[0] == resolved[1]:
                 errors["b"] = "must differ from a (another model, step count or guidance)"
-        _raise(errors)
+        raise_fields(errors, "image options")
         return {**base, "n": 1, "a": parsed["a"], "b": parsed["b"]}
 
     # ------------------------------------------------------------------ plan
@@ -1287,8 +1111,8 @@ class ImageService:
 
     def job_kinds(self) -> list[JobKind]:
         return [
-            JobKind("image.generate", self.handle_generate, self.validate, "gpu"),
-            JobKind("image.compare", self.handle_compare, self.validate_compare, "gpu"),
+            JobKind("image.generate", self.handle_generate, self.validate, "gpu", ImageOptions),
+            JobKind("image.compare", self.handle_compare, self.validate_compare, "gpu", CompareOptions),
         ]
 
     def close(self) -> None:

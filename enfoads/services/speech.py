@@ -44,16 +44,17 @@ Result JSON::
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from enfoads import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from enfoads.services import JobKind
-from enfoads.services.options import parse_bool
+from pydantic import Field
+
+from enfoads.services.options import Options, checked, choice, fail, flag, text, to_number, whole_number
 
 __all__ = [
     "JOB_KIND",
@@ -102,25 +103,6 @@ _AUDIO_ASSET_TYPES = ("audio/", "video/", "application/ogg", "application/octet-
 # --------------------------------------------------------------------------- options
 
 
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise InvalidInput.field(name, f"must be a number, not {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput.field(name, f"must be a number, not {value!r}") from None
-    if not math.isfinite(number):
-        raise InvalidInput.field(name, "must be a finite number")
-    return number
-
-
-def _integer(value: Any, name: str, low: int, high: int) -> int:
-    number = _number(value, name)
-    if not number.is_integer() or not low <= number <= high:
-        raise InvalidInput.field(name, f"must be an integer from {low} to {high}, not {value!r}")
-    return int(number)
-
-
 def _language_codes() -> frozenset[str] | None:
     try:
         from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -133,13 +115,13 @@ def _language(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise InvalidInput.field("language", f"must be a language code such as 'en', not {value!r}")
+        fail(f"must be a language code such as 'en', not {value!r}")
     code = value.strip().lower().replace("_", "-").split("-")[0]  # "en-US" -> "en"
     if code in ("", "auto"):
         return None
     codes = _language_codes()
     if not re.fullmatch(r"[a-z]{2,3}", code) or (codes is not None and code not in codes):
-        raise InvalidInput.field("language", f"{value!r} is not a language Whisper knows; use a code such as 'en' or 'fr'")
+        fail(f"{value!r} is not a language Whisper knows; use a code such as 'en' or 'fr'")
     return code
 
 
@@ -148,32 +130,47 @@ def _temperatures(value: Any) -> tuple[float, ...]:
         return DEFAULT_TEMPERATURES
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items or len(items) > 10:
-        raise InvalidInput.field("temperature", "must be a number or a list of 1 to 10 numbers")
-    temps = tuple(_number(v, "temperature") for v in items)
-    if any(not 0.0 <= t <= 1.0 for t in temps):
-        raise InvalidInput.field("temperature", f"must be between 0 and 1, not {value!r}")
-    return temps
+        fail("must be a number or a list of 1 to 10 numbers")
+    return tuple(to_number(v, lo=0.0, hi=1.0) for v in items)
 
 
-@dataclass(frozen=True)
-class TranscribeOptions:
+Language = checked(_language, {"anyOf": [{"type": "string", "maxLength": 16}, {"type": "null"}],
+                               "description": "an ISO 639-1 code; absent, empty or auto: detected"}, str | None)
+Temperatures = checked(_temperatures, {"anyOf": [
+    {"type": "number", "minimum": 0, "maximum": 1},
+    {"type": "string"}, {"type": "null"},
+    {"type": "array", "minItems": 1, "maxItems": 10, "items": {"anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1}, {"type": "string"}]}}]})
+
+
+Task = choice(TASKS, default="transcribe")
+ResponseFormat = choice(RESPONSE_FORMATS, default="json")
+Flag = flag(False)
+InitialPrompt = text(MAX_PROMPT_CHARS)
+BeamSize = whole_number(1, MAX_BEAM_SIZE)
+MaxNewTokens = whole_number(1, MAX_NEW_TOKENS)
+
+
+class TranscribeOptions(Options):
     """Validated transcription options; ``whisper_kwargs()`` is what faster-whisper gets."""
 
-    language: str | None = None
-    task: str = "transcribe"
-    vad_filter: bool = False
-    word_timestamps: bool = False
-    initial_prompt: str | None = None
-    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES
-    beam_size: int = 5
-    max_new_tokens: int | None = None
-    response_format: str = "json"
+    what = "transcription options"
+
+    language: Language = None
+    task: Task = "transcribe"
+    vad_filter: Flag = False
+    word_timestamps: Flag = False
+    initial_prompt: InitialPrompt = None
+    temperature: Temperatures = DEFAULT_TEMPERATURES
+    beam_size: BeamSize = Field(None, description="absent: the profile's")
+    max_new_tokens: MaxNewTokens = None
+    response_format: ResponseFormat = "json"
 
     def whisper_kwargs(self) -> dict:
         kwargs = dict(
             language=self.language,
             task=self.task,
-            beam_size=self.beam_size,
+            beam_size=self.beam_size or 5,
             temperature=list(self.temperature),
             vad_filter=self.vad_filter,
             word_timestamps=self.word_timestamps,
@@ -184,40 +181,31 @@ class TranscribeOptions:
             kwargs["max_new_tokens"] = self.max_new_tokens
         return kwargs
 
-    def to_params(self) -> dict:
-        params = asdict(self)
-        params["temperature"] = list(self.temperature)
-        return params
+
+def _audio(value: Any) -> str:
+    # Only its kind here: the media layer reads the header (a big upload is not copied or scanned twice).
+    if value is None:
+        fail("is required (base64, a data URI or an asset id)")
+    if not isinstance(value, str):
+        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
+    return value
+
+
+AudioInput = checked(_audio, {"type": "string", "minLength": 1, "description": "base64, a data URI or an asset id"}, str)
+
+
+class TranscribeRequest(TranscribeOptions):
+    """``speech.transcribe``'s params: the audio and the options."""
+
+    audio: AudioInput
 
 
 def parse_options(params: dict, *, default_beam_size: int = 5) -> TranscribeOptions:
     """Options from request params, each checked; errors name the field."""
-    if not isinstance(params, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    task = params.get("task") or "transcribe"
-    if task not in TASKS:
-        raise InvalidInput.field("task", f"must be 'transcribe' or 'translate', not {task!r}")
-    fmt = params.get("response_format") or "json"
-    if fmt not in RESPONSE_FORMATS:
-        raise InvalidInput.field("response_format", f"must be one of {', '.join(RESPONSE_FORMATS)}, not {fmt!r}")
-    prompt = params.get("initial_prompt")
-    if prompt is not None and not isinstance(prompt, str):
-        raise InvalidInput.field("initial_prompt", "must be text")
-    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-        raise InvalidInput.field("initial_prompt", f"is {len(prompt)} characters; at most {MAX_PROMPT_CHARS}")
-    beam = params.get("beam_size")
-    max_new = params.get("max_new_tokens")
-    return TranscribeOptions(
-        language=_language(params.get("language")),
-        task=task,
-        vad_filter=parse_bool(params.get("vad_filter"), "vad_filter", False),
-        word_timestamps=parse_bool(params.get("word_timestamps"), "word_timestamps", False),
-        initial_prompt=prompt.strip() or None if prompt else None,
-        temperature=_temperatures(params.get("temperature")),
-        beam_size=default_beam_size if beam is None else _integer(beam, "beam_size", 1, MAX_BEAM_SIZE),
-        max_new_tokens=None if max_new is None else _integer(max_new, "max_new_tokens", 1, MAX_NEW_TOKENS),
-        response_format=fmt,
-    )
+    options = TranscribeOptions.parse(params)
+    if options.beam_size is None:
+        options.beam_size = default_beam_size
+    return options
 
 
 # --------------------------------------------------------------------------- the work
@@ -484,12 +472,10 @@ class SpeechTranscriber:
 
     def validate(self, params: dict, *, assets=None, probe: bool = True) -> dict:
         """Check and normalise params (audio: header only); errors name the field."""
-        options = parse_options(params, default_beam_size=self.default_beam_size)
-        audio = params.get("audio")
-        if audio is None:
-            raise InvalidInput.field("audio", "is required (base64, a data URI or an asset id)")
-        if isinstance(audio, str) and not audio.strip():
+        if isinstance(params, dict) and isinstance(params.get("audio"), str) and not params["audio"].strip():
             raise InvalidInput.field("audio", "is empty: send the audio to transcribe")
+        request = TranscribeRequest.parse(params)
+        audio, options = request.audio, parse_options(params, default_beam_size=self.default_beam_size)
         if probe:
             if media.is_asset_id(audio):
                 if assets is not None:
@@ -552,7 +538,7 @@ class SpeechTranscriber:
                 "warnings": warnings,
             }
 
-        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu")]
+        return [JobKind(name=JOB_KIND, handler=handler, validate=validate, device="gpu", options=TranscribeRequest)]
 
     def _resident(self, key: str) -> bool:
         return any(row["id"] == key and row["tier"] for row in self.runtime.residency.stats().models)

@@ -91,10 +91,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from enfoads.avatars import AvatarStore
-from enfoads.errors import EnfoadsError, InvalidInput
+from enfoads.errors import EnfoadsError
 from enfoads.services import JobKind
-from enfoads.services.options import parse_bool
-from enfoads.tts import TTS, Speech, VoiceChoice, split_text
+from enfoads.services.video_options import (
+    DEFAULT_FPS, DEFAULT_RESOLUTION, MAX_SCENES, MAX_SCRIPT_CHARS, MAX_TOTAL_CHARS, MultiSceneOptions, RenderOptions,
+    validate_render, validate_render_multi,
+)
+from enfoads.tts import TTS, Speech, VoiceChoice
 
 __all__ = [
     "JOB_KIND",
@@ -119,15 +122,6 @@ log = logging.getLogger(__name__)
 
 JOB_KIND = "video.render"
 JOB_KIND_MULTI = "video.render_multi"
-#: Characters one script may have (~3 minutes of speech).
-MAX_SCRIPT_CHARS = 3000
-#: Scenes one multi-scene video may have, and characters in all their scripts.
-MAX_SCENES = 10
-MAX_TOTAL_CHARS = 12000
-ORIENTATIONS = ("vertical", "horizontal", "square")
-MOTIONS = ("zoom_in", "zoom_out", "pan", "none")
-DEFAULT_RESOLUTION = 720
-DEFAULT_FPS = 25
 FADE_S = 0.25
 ZOOM = 0.08  # the canvas grows 8 % over a scene
 CANVAS_SCALE = 2  # the avatar canvas is this many times the video size (smooth zoompan)
@@ -144,152 +138,6 @@ class VideoUnavailable(EnfoadsError):
 class FFmpegError(EnfoadsError):
     status = 500
     code = "ffmpeg_failed"
-
-
-# --------------------------------------------------------------------------- options
-
-
-def _first(params: dict, *names: str) -> tuple[str, Any]:
-    """The first of ``names`` present in ``params`` (name, value); the first name if none is."""
-    for name in names:
-        if name in params and params[name] is not None:
-            return name, params[name]
-    return names[0], None
-
-
-def _number(value: Any, field: str, lo: float, hi: float, default: float, *, integer: bool = False) -> float:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        text = value.strip().lower().rstrip("p")
-        try:
-            value = float(text)
-        except ValueError:
-            raise InvalidInput.field(field, f"must be a number from {lo:g} to {hi:g}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInput.field(field, f"must be a number from {lo:g} to {hi:g}")
-    if integer and float(value) != int(value):
-        raise InvalidInput.field(field, "must be a whole number")
-    if not lo <= value <= hi:
-        raise InvalidInput.field(field, f"must be from {lo:g} to {hi:g}, not {value:g}")
-    return int(value) if integer else float(value)
-
-
-def _choice(value: Any, field: str, options: tuple[str, ...], default: str) -> str:
-    if value is None or value == "":
-        return default
-    text = str(value).strip().lower().replace("-", "_")
-    aliases = {"portrait": "vertical", "9:16": "vertical", "landscape": "horizontal", "16:9": "horizontal",
-               "1:1": "square", "zoom": "zoom_in", "static": "none"}
-    text = aliases.get(text, text)
-    if text not in options:
-        raise InvalidInput.field(field, f"must be one of {', '.join(options)}, not {value!r}")
-    return text
-
-
-def _is_unicode(text: str) -> bool:
-    """False for text JSON can carry but UTF-8 cannot (``"\\ud800"``: a lone surrogate)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _script(value: Any, field: str) -> str:
-    if value is None:
-        raise InvalidInput.field(field, "is required: the text the avatar says")
-    if not isinstance(value, str):
-        raise InvalidInput.field(field, "must be text")
-    text = value.strip()
-    if not text:
-        raise InvalidInput.field(field, "is empty: write what the avatar should say")
-    if not _is_unicode(text):
-        raise InvalidInput.field(field, "is not valid Unicode text (it holds a lone UTF-16 surrogate)")
-    if len(text) > MAX_SCRIPT_CHARS:
-        raise InvalidInput.field(field, f"is {len(text)} characters; at most {MAX_SCRIPT_CHARS} per video or scene")
-    if not split_text(text):
-        raise InvalidInput.field(field, "has nothing to say (no letters or digits)")
-    return text
-
-
-def _common(params: dict) -> dict:
-    orientation = _choice(params.get("orientation") or params.get("aspect_ratio"), "orientation", ORIENTATIONS,
-                          "vertical")
-    res_name, res = _first(params, "resolution", "height")
-    resolution = _number(res, res_name, 144, 1080, DEFAULT_RESOLUTION, integer=True)
-    if resolution % 2:
-        raise InvalidInput.field(res_name, "must be an even number of pixels")
-    fps = _number(params.get("fps"), "fps", 10, 30, DEFAULT_FPS, integer=True)
-    motion = _choice(params.get("motion"), "motion", MOTIONS, "zoom_in")
-    speed = _number(params.get("speed"), "speed", 0.5, 2.0, 1.0)
-    return {"orientation": orientation, "resolution": resolution, "fps": fps, "motion": motion, "speed": speed}
-
-
-def _voice(value: Any, field: str, tts: TTS) -> str | None:
-    """Check that a voice id can speak now (or has a stand-in); keep what the client sent."""
-    choice = tts.resolve(value, field=field)
-    return choice.requested
-
-
-def validate_render(params: Any, *, tts: TTS, avatars: AvatarStore) -> dict:
-    """Check and normalise ``video.render`` params (see the module docstring).
-
-    Raises:
-        InvalidInput: naming the field at fault; nothing has been done yet.
-    """
-    if not isinstance(params, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    out = {"script": _script(params.get("script"), "script")}
-    avatar_field, avatar = _first(params, "avatar_id", "avatarId")
-    out["avatar_id"] = avatars.get(avatar, field=avatar_field).id
-    voice_field, voice = _first(params, "voice_id", "voiceId", "voice")
-    out["voice_id"] = _voice(voice, voice_field, tts)
-    subs_field, subs = _first(params, "generate_subtitles", "subtitles", "generateSubtitles")
-    out["subtitles"] = parse_bool(subs, subs_field)
-    out.update(_common(params))
-    return out
-
-
-def validate_render_multi(params: Any, *, tts: TTS, avatars: AvatarStore) -> dict:
-    """Check and normalise ``video.render_multi`` params (see the module docstring)."""
-    if not isinstance(params, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    scenes = params.get("scenes")
-    if scenes is None:
-        raise InvalidInput.field("scenes", "is required: a list of scenes")
-    if not isinstance(scenes, list):
-        raise InvalidInput.field("scenes", "must be a list of scenes")
-    if not scenes:
-        raise InvalidInput.field("scenes", "is empty: add at least one scene")
-    if len(scenes) > MAX_SCENES:
-        raise InvalidInput.field("scenes", f"has {len(scenes)} scenes; at most {MAX_SCENES} per video")
-    voice_field, default_voice = _first(params, "voice_id", "voiceId")
-    default_voice = _voice(default_voice, voice_field, tts) if default_voice is not None else None
-    subs_field, subs_default = _first(params, "generate_subtitles", "subtitles", "generateSubtitles")
-    subs_default = parse_bool(subs_default, subs_field)
-    out_scenes, total = [], 0
-    for i, scene in enumerate(scenes):
-        where = f"scenes[{i}]"
-        if not isinstance(scene, dict):
-            raise InvalidInput.field(where, "must be an object {id, avatarId, script, generateSubtitles}")
-        script = _script(scene.get("script"), f"{where}.script")
-        total += len(script)
-        a_name, a_value = _first(scene, "avatarId", "avatar_id")
-        avatar = avatars.get(a_value, field=f"{where}.{a_name}")
-        v_name, v_value = _first(scene, "voiceId", "voice_id")
-        voice = _voice(v_value, f"{where}.{v_name}", tts) if v_value is not None else default_voice
-        s_name, s_value = _first(scene, "generateSubtitles", "generate_subtitles", "subtitles")
-        scene_id = scene.get("id", i + 1)
-        if (not isinstance(scene_id, (str, int, float)) or isinstance(scene_id, bool) or len(str(scene_id)) > 64
-                or (isinstance(scene_id, float) and not math.isfinite(scene_id))
-                or (isinstance(scene_id, str) and not _is_unicode(scene_id))):
-            raise InvalidInput.field(f"{where}.id", "must be a short string or number")
-        out_scenes.append({"id": scene_id, "script": script, "avatar_id": avatar.id, "voice_id": voice,
-                           "subtitles": parse_bool(s_value, f"{where}.{s_name}", subs_default)})
-    if total > MAX_TOTAL_CHARS:
-        raise InvalidInput.field("scenes", f"scripts total {total} characters; at most {MAX_TOTAL_CHARS} per video")
-    return {"scenes": out_scenes, **_common(params)}
 
 
 # --------------------------------------------------------------------------- formats and subtitles
@@ -939,6 +787,6 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
         return result
 
     return [
-        JobKind(JOB_KIND, handler, validate, device="cpu"),
-        JobKind(JOB_KIND_MULTI, handler_multi, validate_multi, device="cpu"),
+        JobKind(JOB_KIND, handler, validate, device="cpu", options=RenderOptions),
+        JobKind(JOB_KIND_MULTI, handler_multi, validate_multi, device="cpu", options=MultiSceneOptions),
     ]

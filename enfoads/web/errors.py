@@ -7,9 +7,6 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from enfoads import errors as E
-from enfoads.assets import AssetNotFound, SignatureError
-from enfoads.jobs import JobNotFound, QueueFullError
-from enfoads.residency import ModelMemoryError
 
 log = logging.getLogger(__name__)
 
@@ -55,30 +52,11 @@ def code_for_job_error(error: dict | None) -> str | None:
 def init_app(app: Flask) -> None:
     @app.errorhandler(E.EnfoadsError)
     def _enfoads(exc: E.EnfoadsError):
+        # Every caller-visible error carries its status, code and headers (one root, mapped by type).
         response = jsonify(exc.to_dict())
         response.status_code = exc.status
+        response.headers.update(exc.headers())
         return response
-
-    @app.errorhandler(ModelMemoryError)
-    def _memory(exc: ModelMemoryError):
-        return error_response(503, str(exc), "out_of_memory", headers={"Retry-After": "30"})
-
-    @app.errorhandler(QueueFullError)
-    def _queue_full(exc: QueueFullError):
-        return error_response(429, str(exc) or "the job queue is full; retry later", "queue_full",
-                              headers={"Retry-After": str(getattr(exc, "retry_after_s", 30))})
-
-    @app.errorhandler(JobNotFound)
-    def _job_missing(exc: JobNotFound):
-        return error_response(404, str(exc), "job_not_found")
-
-    @app.errorhandler(AssetNotFound)
-    def _asset_missing(exc: AssetNotFound):
-        return error_response(404, "no such asset", "asset_not_found")
-
-    @app.errorhandler(SignatureError)
-    def _bad_signature(exc: SignatureError):
-        return error_response(403, str(exc) or "invalid or expired media link", "bad_signature")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

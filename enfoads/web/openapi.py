@@ -1,9 +1,16 @@
 """The OpenAPI 3.1 description of every route, and a small docs page that renders it."""
 from __future__ import annotations
 
+from typing import Mapping
+
 from flask import Response
 
 from enfoads import __version__
+from enfoads.services.faces import JOB_KIND as FACE_SWAP, SwapOptions
+from enfoads.services.image_options import CompareOptions, ImageOptions
+from enfoads.services.speech import JOB_KIND as TRANSCRIBE, TranscribeRequest
+from enfoads.services.video import JOB_KIND as RENDER, JOB_KIND_MULTI as RENDER_MULTI
+from enfoads.services.video_options import MultiSceneOptions, RenderOptions
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -58,26 +65,24 @@ JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"ty
 COMMON = (401, 429, 500, 503)
 
 
-def build_spec(server_url: str = "/") -> dict:
-    image_request = {
-        "type": "object",
-        "required": ["prompt"],
-        "properties": {
-            "prompt": {"type": "string", "minLength": 1, "maxLength": 2000},
-            "negative_prompt": {"type": "string", "maxLength": 2000},
-            "style": {"type": ["string", "null"]},
-            "aspect_ratio": {"type": "string"},
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "steps": {"type": "integer"},
-            "guidance": {"type": "number"},
-            "guidance_scale": {"type": "number"},
-            "seed": {"type": ["integer", "null"]},
-            "n": {"type": "integer", "minimum": 1, "maximum": 4},
-            "format": {"type": "string", "enum": ["png", "webp", "jpeg"]},
-            "model": {"type": "string"},
-        },
-    }
+def builtin_options() -> dict[str, type]:
+    """Every built-in job kind's options model (the engine's kinds declare the same: a test holds that)."""
+    return {"image.generate": ImageOptions, "image.compare": CompareOptions, FACE_SWAP: SwapOptions,
+            TRANSCRIBE: TranscribeRequest, RENDER: RenderOptions, RENDER_MULTI: MultiSceneOptions}
+
+
+def _job_request(options: Mapping[str, type]) -> dict:
+    """``POST /api/jobs``: one branch per kind, its params checked by that kind's options model."""
+    return {"oneOf": [
+        {"type": "object", "required": ["kind"], "properties": {
+            "kind": {"const": kind}, "params": model.request_schema()}}
+        for kind, model in sorted(options.items())]}
+
+
+def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None) -> dict:
+    """The spec; request bodies of the job routes are the options models' own schemas (``options``: kind -> model)."""
+    options = builtin_options() if options is None else options
+    image_request = options["image.generate"].request_schema()
     # The frontend's saved asset: `id` its IndexedDB key (an integer), `createdAt` Date.now() (ms).
     library_item = {
         "type": "object", "required": ["type", "content"], "additionalProperties": False,
@@ -142,11 +147,7 @@ def build_spec(server_url: str = "/") -> dict:
             **_ok({"type": "object", "required": ["status", "image"],
                    "properties": {"status": {"const": "success"}, "image": {"type": "string"}}}),
             **sync_accepted, **_errors(400, 409, 413, 415, 422, *COMMON)},
-            body={"type": "object", "required": ["source_image", "target_image"], "properties": {
-                "source_image": {"type": "string"}, "target_image": {"type": "string"},
-                "source_face_index": {"type": ["integer", "null"]},
-                "target_face_indices": {"type": ["array", "null"], "items": {"type": "integer"}},
-                "paste_back": {"type": "boolean"}}}, tags=["frontend"])},
+            body=options[FACE_SWAP].request_schema(), tags=["frontend"])},
         "/magic-prompt": {"post": _op("Enhance a prompt", {
             **_ok({"type": "object", "required": ["status", "prompt", "original", "method"],
                    "properties": {"status": {"const": "success"}, "prompt": {"type": "string"},
@@ -159,8 +160,7 @@ def build_spec(server_url: str = "/") -> dict:
         "/api/jobs": {
             "post": _op("Queue a job", {"202": {"description": "Queued", "content": _json(JOB)},
                                         **_errors(400, 413, 415, *COMMON)},
-                        body={"type": "object", "required": ["kind"], "properties": {
-                            "kind": {"type": "string"}, "params": OBJ}}, tags=["jobs"]),
+                        body=_job_request(options), tags=["jobs"]),
             "get": _op("List jobs", {**_ok({"type": "object", "required": ["jobs"], "properties": {
                 "jobs": {"type": "array", "items": JOB}}}), **_errors(400, *COMMON)},
                 params=[{"name": "state", "in": "query", "schema": {
@@ -233,14 +233,10 @@ def build_spec(server_url: str = "/") -> dict:
         "properties": {"status": {"const": "success"}, "job_id": {"type": "string"}, "message": {"type": "string"}}})}}
     paths["/render-video"] = {"post": _op("Avatar video from a script (a job)", {
         **queued, **_errors(400, 413, 415, *COMMON)},
-        body={"type": "object", "required": ["script", "avatar_id"], "properties": {
-            "script": {"type": "string"}, "avatar_id": {"type": "string"}, "voice_id": {"type": ["string", "null"]},
-            "generate_subtitles": {"type": "boolean"}}}, tags=["frontend"])}
+        body=options[RENDER].request_schema(), tags=["frontend"])}
     paths["/render-multi-scene"] = {"post": _op("A video of several scenes (a job)", {
         **queued, **_errors(400, 413, 415, *COMMON)},
-        body={"type": "object", "required": ["scenes"], "properties": {"scenes": {"type": "array", "items": {
-            "type": "object", "properties": {"id": {}, "avatarId": {"type": "string"}, "script": {"type": "string"},
-                                             "generateSubtitles": {"type": "boolean"}}}}}}, tags=["frontend"])}
+        body=options[RENDER_MULTI].request_schema(), tags=["frontend"])}
     for path in ("/live-portrait", "/enhance-media"):
         paths[path] = {"post": _op("Not in this version", {**_errors(501, *COMMON)},
                                    body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])}

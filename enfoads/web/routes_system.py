@@ -147,7 +147,9 @@ def config():
 def openapi():
     from enfoads.web.openapi import build_spec
 
-    return jsonify(build_spec(server_url=request.script_root or "/"))
+    running = state().holder.engine_if_ready  # the spec is served while the engine starts, too
+    options = None if running is None else {k.name: k.options for k in running.kinds.values() if k.options}
+    return jsonify(build_spec(server_url=request.script_root or "/", options=options))
 
 
 @bp.get("/docs")
