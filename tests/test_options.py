@@ -120,14 +120,21 @@ def test_the_engine_declares_the_published_models(models_dir, tmp_path):
         engine.close()
 
 
+Count = whole_number(1, 4)
+Ratio = number(0.0, 1.0)
+Mode = choice(("fast", "slow"), aliases={"quick": "fast"}, default="fast")
+Loud = flag(False)
+Note = text(10)
+
+
 class _Example(Options):
     what = "example options"
 
-    count: whole_number(1, 4) = None
-    ratio: number(0.0, 1.0) = None
-    mode: choice(("fast", "slow"), aliases={"quick": "fast"}, default="fast") = "fast"
-    loud: flag(False) = False
-    note: text(10) = None
+    count: Count = None
+    ratio: Ratio = None
+    mode: Mode = "fast"
+    loud: Loud = False
+    note: Note = None
 
 
 @pytest.mark.parametrize("field,value,expected", [
