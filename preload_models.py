@@ -6,7 +6,7 @@ The same as `enfoads preload` (all its options work here):
     python preload_models.py                      # the profile of this machine (auto)
     python preload_models.py --profile t4 --only image,faces --dry-run
 
-The work is done by `enfoads.preload`: pinned, resumable, verified, recorded
+The work is done by `enfoads.models.preload`: pinned, resumable, verified, recorded
 in the models dir's manifest; a second run downloads nothing.
 """
 import sys

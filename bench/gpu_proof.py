@@ -9,7 +9,7 @@
 Nothing is downloaded: every model has random weights, built from configs
 written below as data (the published configs of the real models), saved in
 the real on-disk formats into a temporary folder and loaded back through
-``enfoads.loaders`` (and ``enfoads.residency`` with ``CudaProbe``).
+``enfoads.models.loaders`` (and ``enfoads.models.residency`` with ``CudaProbe``).
 
 Checks (each in its own try block; one failing does not hide the others):
 
@@ -24,7 +24,7 @@ sdxl       SDXL base 1.0 UNet (2.57 B parameters), CLIP ViT-L and OpenCLIP
 residency  the same pipeline evicted GPU -> CPU by memory pressure and leased
            back onto the GPU: seconds each way, measured footprint vs bytes
            of the modules, and that the pipeline still generates.
-onnx       buffalo_l- and inswapper-shaped ONNX graphs (``enfoads.tiny.faces``)
+onnx       buffalo_l- and inswapper-shaped ONNX graphs (``enfoads.models.tiny.faces``)
            through ``load_face_analysis`` / ``load_swapper`` with the CUDA
            execution provider: every session really on CUDA, ms per swap.
 whisper    a random-weight Whisper of large-v3-turbo's shape converted with
@@ -106,7 +106,7 @@ SDXL_MODEL_INDEX = {
     "vae": ["diffusers", "AutoencoderKL"],
 }
 
-# Tiny shapes for --cpu-smoke: the tiny kit's UNet (enfoads.tiny.sdxl), text encoders
+# Tiny shapes for --cpu-smoke: the tiny kit's UNet (enfoads.models.tiny.sdxl), text encoders
 # of hidden size 32 (32 + 32 = the UNet's cross_attention_dim 64), a 4-block VAE.
 TINY_TEXT_ENCODER_CONFIG = {**_CLIP_IDS, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
                             "num_attention_heads": 4, "hidden_act": "quick_gelu", "projection_dim": 32}
@@ -280,11 +280,11 @@ def write_json(path: Path, data: dict) -> None:
 def write_clip_tokenizer(folder: Path, pad_token: str, vocab_size: int = 49408) -> int:
     """A CLIP BPE tokenizer with CLIP's real size and special ids (49406, 49407); loads offline.
 
-    The byte-level alphabet and merges are the tiny kit's (``enfoads.tiny.sdxl``);
+    The byte-level alphabet and merges are the tiny kit's (``enfoads.models.tiny.sdxl``);
     filler tokens that no merge produces bring the vocabulary to ``vocab_size``,
     so it matches the text encoders' embedding tables.
     """
-    from enfoads.tiny.sdxl import _byte_level_alphabet
+    from enfoads.models.tiny.sdxl import _byte_level_alphabet
 
     folder.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_level_alphabet()
@@ -350,7 +350,7 @@ class SdxlRig:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-        from enfoads.tiny.sdxl import _unet_config
+        from enfoads.models.tiny.sdxl import _unet_config
 
         dev, full = self.dev, self.dev.full
         entry = self.catalog_entry()
@@ -421,7 +421,7 @@ class SdxlRig:
         return self.paths
 
     def catalog_entry(self):
-        from enfoads.catalog import get_entry
+        from enfoads.models.catalog import get_entry
 
         steps = self.args.steps
         real = get_entry(f"sdxl-lightning-{steps}step" if steps in (1, 2, 4, 8) else "sdxl-lightning-4step")
@@ -433,9 +433,9 @@ class SdxlRig:
     def ensure_manager(self):
         if self.manager is not None:
             return self.manager
-        from enfoads.adapters import TorchPipelineAdapter
-        from enfoads.profiles import PROFILES
-        from enfoads.residency import CudaProbe, NoProbe, ResidencyManager
+        from enfoads.models.adapters import TorchPipelineAdapter
+        from enfoads.models.profiles import PROFILES
+        from enfoads.models.residency import CudaProbe, NoProbe, ResidencyManager
         from enfoads.settings import Settings
 
         paths = self.build()
@@ -479,7 +479,7 @@ class SdxlRig:
     @contextlib.contextmanager
     def lease(self):
         """``manager.use`` of the pipeline; the first lease loads it (timed: sdxl_load_seconds)."""
-        from enfoads.residency import ModelMemoryError
+        from enfoads.models.residency import ModelMemoryError
 
         manager = self.ensure_manager()
         t0 = time.perf_counter()
@@ -580,7 +580,7 @@ def check_sdxl(rig: SdxlRig, report: Report, args) -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from enfoads.loaders.image import module_bytes
+    from enfoads.models.loaders.image import module_bytes
 
     dev, size, steps = rig.dev, args.size, args.steps
     with rig.lease() as pipe:
@@ -689,8 +689,8 @@ def check_residency(rig: SdxlRig, report: Report, args) -> None:
     import numpy as np
     import torch
 
-    from enfoads.loaders.image import module_bytes
-    from enfoads.residency import CPU, GPU
+    from enfoads.models.loaders.image import module_bytes
+    from enfoads.models.residency import CPU, GPU
 
     dev = rig.dev
     with rig.lease() as pipe:  # loaded on the GPU tier (already, after the sdxl check)
@@ -760,8 +760,8 @@ def check_residency(rig: SdxlRig, report: Report, args) -> None:
 def check_onnx(dev: Device, workdir: Path, report: Report, args) -> None:
     import onnxruntime
 
-    from enfoads.loaders import faces
-    from enfoads.tiny import faces as tiny_faces
+    from enfoads.models.loaders import faces
+    from enfoads.models.tiny import faces as tiny_faces
 
     report.figure("onnxruntime_version", onnxruntime.__version__)
     report.figure("onnx_available_providers", ",".join(onnxruntime.get_available_providers()))
@@ -820,7 +820,7 @@ def whisper_v3_tokenizer():
     """Whisper v3's token layout (100 languages, 51866 tokens) on the tiny kit's byte-level BPE."""
     from tokenizers import AddedToken, Tokenizer, models, processors
 
-    from enfoads.tiny import whisper as tw
+    from enfoads.models.tiny import whisper as tw
 
     base = tw._build_tokenizer()  # the v2 layout; its BPE part (ids 0..50256) is shared by v3
     spec = json.loads(base.to_str())
@@ -929,7 +929,7 @@ def make_audio(workdir: Path):
 def check_whisper(dev: Device, workdir: Path, report: Report, args) -> None:
     import ctranslate2
 
-    from enfoads.loaders.speech import load_whisper, whisper_model_bytes
+    from enfoads.models.loaders.speech import load_whisper, whisper_model_bytes
 
     folder = workdir / "whisper"
     try:
@@ -1027,7 +1027,7 @@ def main(argv=None) -> int:
     report.figure("torch_cuda", torch.version.cuda)
     report.figure("gpu_total_memory_gb", torch.cuda.get_device_properties(0).total_memory / GB if dev.cuda else None)
 
-    from enfoads.profiles import detect_hardware
+    from enfoads.models.profiles import detect_hardware
 
     hardware = detect_hardware()
     report.figure("host_ram_available_gb", hardware.ram_available_bytes / GB)

@@ -99,12 +99,12 @@ def main() -> None:
     import torch
 
     import enfoads.services.images as images
-    from enfoads.assets import AssetStore
-    from enfoads.events import EventBus
-    from enfoads.jobs import JobQueue
-    from enfoads.runtime import build_runtime
+    from enfoads.work.assets import AssetStore
+    from enfoads.work.events import EventBus
+    from enfoads.work.jobs import JobQueue
+    from enfoads.models.runtime import build_runtime
     from enfoads.settings import Settings
-    from enfoads.tiny import build_tiny_kit
+    from enfoads.models.tiny import build_tiny_kit
 
     timer = CallTimer()
     timer.wrap_encoder(images)

@@ -435,7 +435,7 @@ def main() -> int:
 
     from startup import spawn_server
 
-    from enfoads.tiny import build_tiny_kit
+    from enfoads.models.tiny import build_tiny_kit
 
     with tempfile.TemporaryDirectory(prefix="enfoads-bench-load-") as tmp:
         tmp = Path(tmp)

@@ -18,9 +18,9 @@ import statistics
 import tempfile
 import time
 
-from enfoads.assets import AssetStore
-from enfoads.events import EventBus
-from enfoads.jobs import JobQueue
+from enfoads.work.assets import AssetStore
+from enfoads.work.events import EventBus
+from enfoads.work.jobs import JobQueue
 
 PAYLOAD = b"x" * 1024
 

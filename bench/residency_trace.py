@@ -1,9 +1,9 @@
 """Replay a recorded mixed trace through the real residency manager on T4 budgets.
 
 Models have their real fp16 sizes and the host RAM their loads stage (from the
-catalogue) and run with simulated weights (``enfoads.simulation``); the budgets
+catalogue) and run with simulated weights (``enfoads.testing.simulation``); the budgets
 are those ``build_runtime`` derives on a Colab T4 (``Settings`` with the ``t4``
-profile on ``enfoads.simulation.T4_HARDWARE``); the manager, its planner and its
+profile on ``enfoads.testing.simulation.T4_HARDWARE``); the manager, its planner and its
 accounting are the product's own. Prints loads, bytes moved, over-budget moments (must be
 0) and, last, ``residency_vs_belady=<ratio>``: the manager's GPU loads over
 those of the clairvoyant furthest-next-use (Belady) policy on the same trace
@@ -19,10 +19,10 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from enfoads.adapters import staging_bytes_for
-from enfoads.catalog import CATALOG, GB
-from enfoads.residency import CPU, GPU, ResidencyManager
-from enfoads.simulation import EXTRA_CPU_MODELS, SIMULATED_GPU_DEVICE, T4_HARDWARE, SimulatedAdapter, t4_budgets
+from enfoads.models.adapters import staging_bytes_for
+from enfoads.models.catalog import CATALOG, GB
+from enfoads.models.residency import CPU, GPU, ResidencyManager
+from enfoads.testing.simulation import EXTRA_CPU_MODELS, SIMULATED_GPU_DEVICE, T4_HARDWARE, SimulatedAdapter, t4_budgets
 
 HERE = Path(__file__).parent
 # A Colab T4 (15.8 GB of VRAM; 12.7 GB of RAM, ~9.7 GB available at start) and the budgets

@@ -217,7 +217,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     with tempfile.TemporaryDirectory(prefix="enfoads-bench-all-") as tmp:
         models = args.models_dir or Path(tmp) / "models"
-        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from enfoads.tiny import "
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from enfoads.models.tiny import "
                         "build_tiny_kit; build_tiny_kit(Path(sys.argv[1]))", str(models)],
                        check=True, env=env, capture_output=True, cwd=str(ROOT))
         benches = [b for b in all_benches(str(models)) if not only or b.name in only]

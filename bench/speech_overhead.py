@@ -66,10 +66,10 @@ def main() -> None:
     ap.add_argument("--word-timestamps", action="store_true")
     args = ap.parse_args()
 
-    from enfoads.assets import AssetStore
-    from enfoads.events import EventBus
-    from enfoads.jobs import JobQueue
-    from enfoads.runtime import build_runtime
+    from enfoads.work.assets import AssetStore
+    from enfoads.work.events import EventBus
+    from enfoads.work.jobs import JobQueue
+    from enfoads.models.runtime import build_runtime
     from enfoads.services import speech
     from enfoads.settings import Settings
 

@@ -142,7 +142,7 @@ def main() -> int:
     print(f"import_enfoads_s runs={len(imports)} median={statistics.median(imports):.4f} "
           f"min={min(imports):.4f} max={max(imports):.4f}")
 
-    from enfoads.tiny import build_tiny_kit
+    from enfoads.models.tiny import build_tiny_kit
 
     answers, images, ratios, hot = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="enfoads-bench-startup-") as tmp:

@@ -41,10 +41,10 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=25)
     args = parser.parse_args()
 
-    from enfoads.avatars import AvatarStore
+    from enfoads.services.avatars import AvatarStore
     from enfoads.services.video import VideoFormat, VideoRenderer, find_ffmpeg
-    from enfoads.tiny.piper import ensure_tiny_piper
-    from enfoads.tts import TTS
+    from enfoads.models.tiny.piper import ensure_tiny_piper
+    from enfoads.services.tts import TTS
 
     with tempfile.TemporaryDirectory(prefix="enfoads-bench-tts-") as tmp:
         tmp = Path(tmp)

@@ -2,7 +2,7 @@
 
 ``build_engine`` makes each part explicitly and the ``Engine`` owns and
 closes all of them: the runtime (hardware, profile, residency), the asset
-store, the event bus, the job queue (the local backend, ``enfoads.backend``),
+store, the event bus, the job queue (the local backend, ``enfoads.work.backend``),
 the TTS engine, one object per service (images, faces, speech, video), the
 installer that downloads the profile's missing models in the background
 (``ENFOADS_AUTO_DOWNLOAD``) and the warm start (``ENFOADS_WARM``). The web
@@ -15,25 +15,25 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from enfoads.assets import AssetStore
-from enfoads.avatars import AvatarStore
-from enfoads.backend import JobBackend
+from enfoads.work.assets import AssetStore
+from enfoads.services.avatars import AvatarStore
+from enfoads.work.backend import JobBackend
 from enfoads.errors import InvalidInput
-from enfoads.events import EventBus
-from enfoads.installer import Installer
-from enfoads.jobs import JobQueue
-from enfoads.library import Library
-from enfoads.profiles import Hardware
-from enfoads.db import Database
-from enfoads.runtime import Runtime, build_runtime
-from enfoads.schema import open_database
+from enfoads.work.events import EventBus
+from enfoads.models.installer import Installer
+from enfoads.work.jobs import JobQueue
+from enfoads.services.library import Library
+from enfoads.models.profiles import Hardware
+from enfoads.work.db import Database
+from enfoads.models.runtime import Runtime, build_runtime
+from enfoads.work.schema import open_database
 from enfoads.services import JobKind
 from enfoads.services import video as video_service
 from enfoads.services.faces import FaceSwapper
 from enfoads.services.images import ImageService
 from enfoads.services.speech import SpeechTranscriber
 from enfoads.settings import Settings
-from enfoads.tts import TTS
+from enfoads.services.tts import TTS
 from enfoads.warmup import Warmer
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ GIB = 1024**3
 class Engine:
     settings: Settings
     runtime: Runtime
-    db: Database  # the data dir's one SQLite file, migrated (enfoads.schema); every store shares it
+    db: Database  # the data dir's one SQLite file, migrated (enfoads.work.schema); every store shares it
     assets: AssetStore
     bus: EventBus
     queue: JobQueue  # the local backend's queue, where job kinds are registered

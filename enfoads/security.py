@@ -67,7 +67,7 @@ class Credentials:
 
     def issue_token(self, ttl_s: int = TOKEN_TTL_S, now: float | None = None) -> str:
         """``v2.<expires>.<nonce>.<sig>``: the nonce makes every login's token its own, so the
-        library (``enfoads.library``, kept per token) of two browsers never mixes."""
+        library (``enfoads.services.library``, kept per token) of two browsers never mixes."""
         expires = int((now or time.time()) + ttl_s)
         nonce = secrets.token_urlsafe(9)
         sig = base64.urlsafe_b64encode(_mac(self.key, "token", f"{expires}.{nonce}")).decode().rstrip("=")

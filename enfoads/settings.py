@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from enfoads.profiles import GIB, Hardware, Profile, choose_profile
+from enfoads.models.profiles import GIB, Hardware, Profile, choose_profile
 
 
 # Where the frontend runs during development (Vite dev and preview, CRA).

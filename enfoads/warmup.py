@@ -154,7 +154,7 @@ class Warmer:
     def _warm(self, role: str) -> None:
         """On the GPU worker: warm ``role`` if its models fit without evicting anything."""
         from enfoads.errors import redact_paths
-        from enfoads.registry import ModelNotInstalledError
+        from enfoads.models.registry import ModelNotInstalledError
 
         if self._stop.is_set():
             self._set(role, state="skipped", reason="the server stopped first")

@@ -75,7 +75,7 @@ def standard_hub() -> FakeHub:
 def standard_catalog(hub: FakeHub, *, pin_image: bool = True, faces_sha256: str | None = None) -> dict:
     """Three test models: a diffusers-like folder (pinned by commit), a whisper-like
     repo (tracking the ``main`` branch) and an InsightFace-like zip pack."""
-    from enfoads.catalog import HubFiles, ModelEntry, UrlArchive
+    from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
 
     zip_bytes = hub.archives["tiny_faces.zip"]
     archive_url = hub.archive_url("tiny_faces.zip")
@@ -149,7 +149,7 @@ def _child_preload(argv: list[str]) -> int:
     catalog = standard_catalog(hub)
     from huggingface_hub import constants
 
-    from enfoads.preload import preload
+    from enfoads.models.preload import preload
 
     # huggingface_hub writes in 10 MB chunks; small ones let a test file be interrupted half-way.
     constants.DOWNLOAD_CHUNK_SIZE = 64 * 1024

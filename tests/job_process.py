@@ -14,9 +14,9 @@ import json
 import sys
 import time
 
-from enfoads.assets import AssetStore
-from enfoads.events import EventBus
-from enfoads.jobs import CPU, GPU, JobQueue
+from enfoads.work.assets import AssetStore
+from enfoads.work.events import EventBus
+from enfoads.work.jobs import CPU, GPU, JobQueue
 
 
 def partial_bytes(job_id: str) -> bytes:

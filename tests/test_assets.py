@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from enfoads.assets import AssetNotFound, AssetStore, SignatureError, SignatureExpired
-from enfoads.jobs import JobQueue
+from enfoads.work.assets import AssetNotFound, AssetStore, SignatureError, SignatureExpired
+from enfoads.work.jobs import JobQueue
 
 
 class Clock:

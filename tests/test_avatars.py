@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enfoads import avatars as avatars_mod
-from enfoads.avatars import DEFAULT_AVATAR_ID, AvatarStore, draw_default_avatar, packaged_default_avatar
+from enfoads.services import avatars as avatars_mod
+from enfoads.services.avatars import DEFAULT_AVATAR_ID, AvatarStore, draw_default_avatar, packaged_default_avatar
 from enfoads.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 
 

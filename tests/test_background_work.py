@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from enfoads import events as ev
-from enfoads.assets import AssetStore
-from enfoads.events import RecordingBus
-from enfoads.jobs import JobQueue
-from enfoads.profiles import detect_hardware
-from enfoads.runtime import build_runtime
-from enfoads.serial import SerialLane
+from enfoads.work import events as ev
+from enfoads.work.assets import AssetStore
+from enfoads.work.events import RecordingBus
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import detect_hardware
+from enfoads.models.runtime import build_runtime
+from enfoads.work.serial import SerialLane
 from enfoads.services.images import ImageService
 from enfoads.services.previews import LatentSnapshot, _project_on_device, latents_to_rgb
 from enfoads.settings import Settings

@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from enfoads.catalog import CATALOG, HubFiles, UrlArchive, get_entry
-from enfoads.preload import PreloadError, select_models
-from enfoads.profiles import PROFILES, ROLES
+from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive, get_entry
+from enfoads.models.preload import PreloadError, select_models
+from enfoads.models.profiles import PROFILES, ROLES
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")

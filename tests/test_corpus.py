@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from enfoads.assets import AssetStore
+from enfoads.work.assets import AssetStore
 from enfoads.security import Credentials
-from enfoads.tiny import build_tiny_kit
+from enfoads.models.tiny import build_tiny_kit
 from server_fixture import start_server
 
 CORPUS = Path(__file__).with_name("corpus")

@@ -10,9 +10,9 @@ from flask import Flask
 
 import enfoads
 from enfoads import errors as E
-from enfoads.assets import AssetNotFound, SignatureError, SignatureExpired
-from enfoads.jobs import JobNotFound, QueueFullError, UnknownJobKind
-from enfoads.residency import ModelMemoryError, UnknownModelError
+from enfoads.work.assets import AssetNotFound, SignatureError, SignatureExpired
+from enfoads.work.jobs import JobNotFound, QueueFullError, UnknownJobKind
+from enfoads.models.residency import ModelMemoryError, UnknownModelError
 from enfoads.web import errors as web_errors
 
 RAISED = {
@@ -71,7 +71,7 @@ def test_no_error_type_claims_an_http_status_outside_the_root():
     """A class with ``status``/``code`` that is not an ``EnfoadsError`` would be answered 500 by the web layer."""
     stray = []
     for info in pkgutil.walk_packages(enfoads.__path__, "enfoads."):
-        if info.name.startswith(("enfoads.testing", "enfoads.tiny")) or info.name == "enfoads.__main__":
+        if info.name.startswith(("enfoads.testing", "enfoads.models.tiny")) or info.name == "enfoads.__main__":
             continue
         module = importlib.import_module(info.name)
         for _, cls in inspect.getmembers(module, inspect.isclass):

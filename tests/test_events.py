@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import threading
 
-from enfoads import events as ev
-from enfoads.events import EventBus, RecordingBus, event_from_dict
-from enfoads.jobs import JobQueue
+from enfoads.work import events as ev
+from enfoads.work.events import EventBus, RecordingBus, event_from_dict
+from enfoads.work.jobs import JobQueue
 
 
 def test_seq_strictly_increases_across_threads_and_restarts(tmp_path):

@@ -1,6 +1,6 @@
 """Face swap through the real runtime, residency manager and job queue, on the tiny InsightFace pack.
 
-The tiny detector finds white squares on grey (``enfoads.tiny.faces``); the
+The tiny detector finds white squares on grey (``enfoads.models.tiny.faces``); the
 tiny swapper's output depends on the source identity, so a swap visibly
 changes the target square.
 """
@@ -13,16 +13,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from enfoads import media
-from enfoads.adapters import CPU_PROVIDER, CUDA_PROVIDER, adapter_for
-from enfoads.assets import AssetStore
+from enfoads.services import media
+from enfoads.models.adapters import CPU_PROVIDER, CUDA_PROVIDER, adapter_for
+from enfoads.work.assets import AssetStore
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from enfoads.jobs import JobQueue
-from enfoads.profiles import Hardware, detect_hardware
-from enfoads.runtime import build_runtime
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import Hardware, detect_hardware
+from enfoads.models.runtime import build_runtime
 from enfoads.services import faces as faces_service
 from enfoads.settings import Settings
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.models.tiny.faces import face_test_pattern
 
 MIB = 1024**2
 
@@ -309,8 +309,8 @@ def test_provider_selection_follows_the_profile(env, models_dir, monkeypatch):
 
     # On a CUDA device the adapters ask for CUDA first (a tight arena, heuristic
     # cuDNN search), then CPU; checked at the loader boundary, without loading anything.
-    from enfoads.adapters import ORT_CUDA_OPTIONS
-    from enfoads.loaders import faces as loaders
+    from enfoads.models.adapters import ORT_CUDA_OPTIONS
+    from enfoads.models.loaders import faces as loaders
 
     cuda = (CUDA_PROVIDER, {"device_id": "0", **ORT_CUDA_OPTIONS})
 
@@ -353,7 +353,7 @@ def test_provider_selection_follows_the_profile(env, models_dir, monkeypatch):
 
 
 def test_eviction_closes_sessions_and_the_next_swap_rebuilds_them(models_dir, tmp_path, hardware):
-    from enfoads.loaders import faces as loaders
+    from enfoads.models.loaders import faces as loaders
 
     # ~4 MiB of simulated GPU: the 2.8 MB pack and the 2.7 MB swapper cannot share it.
     env = make_env(models_dir, tmp_path, hardware, gpu_mib=4)

@@ -1,10 +1,10 @@
 """A first start that serves: `enfoads serve --profile cpu` on an empty cache downloads its models itself.
 
 Against the local fake hub with replicas of the real repositories
-(``enfoads.testing.replicas``), through the same ``enfoads.preload`` path as
+(``enfoads.testing.replicas``), through the same ``enfoads.models.preload`` path as
 ``enfoads preload``. The one test-only input is ``ENFOADS_CATALOG_OVERRIDES``:
 the replica release zip's URL and the replicas' sha256 digests, which cannot
-be the real ones (``enfoads.installer.catalog_overrides`` writes it).
+be the real ones (``enfoads.models.installer.catalog_overrides`` writes it).
 
 - while SD-Turbo's UNet is held half-way (``FakeHub.stall``), an image
   request answers 503 ``model_downloading`` with the progress, the event bus
@@ -21,9 +21,9 @@ import time
 
 import pytest
 
-from enfoads.catalog import CATALOG
-from enfoads.installer import apply_catalog_overrides, catalog_overrides
-from enfoads.preload import select_models
+from enfoads.models.catalog import CATALOG
+from enfoads.models.installer import apply_catalog_overrides, catalog_overrides
+from enfoads.models.preload import select_models
 from enfoads.testing.hub import FakeHub
 from enfoads.testing.replicas import publish_replicas, replica_catalog
 from server_fixture import start_server

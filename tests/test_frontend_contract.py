@@ -17,9 +17,9 @@ import unicodedata
 import pytest
 import requests
 
-from enfoads import voices as catalog
-from enfoads.assets import AssetStore
-from enfoads.tiny import build_tiny_kit
+from enfoads.models import voices as catalog
+from enfoads.work.assets import AssetStore
+from enfoads.models.tiny import build_tiny_kit
 from server_fixture import start_server
 
 FRONTEND_HEADERS = {"Content-Type": "application/json", "ngrok-skip-browser-warning": "true"}
@@ -334,7 +334,7 @@ def test_socketio_from_any_origin_under_the_secret_url(server):
 
 
 def test_kept_links_live_as_long_as_their_asset(tmp_path):
-    from enfoads.assets import SignatureExpired
+    from enfoads.work.assets import SignatureExpired
 
     now = [1_000_000.0]
     store = AssetStore(tmp_path, clock=lambda: now[0])
@@ -356,8 +356,8 @@ def test_kept_links_live_as_long_as_their_asset(tmp_path):
 def test_the_first_versions_library_moves_to_a_legacy_client(tmp_path):
     import json
 
-    from enfoads.db import DB_FILENAME, Database
-    from enfoads.library import LEGACY_CLIENT, Library
+    from enfoads.work.db import DB_FILENAME, Database
+    from enfoads.services.library import LEGACY_CLIENT, Library
 
     db = Database(tmp_path / DB_FILENAME)
     with db.write() as conn:

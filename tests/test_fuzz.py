@@ -37,7 +37,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck
 from server_fixture import start_server
 
-from enfoads.tiny import build_tiny_kit
+from enfoads.models.tiny import build_tiny_kit
 from enfoads.web.openapi import build_spec
 
 pytestmark = pytest.mark.slow

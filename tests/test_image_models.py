@@ -16,20 +16,20 @@ import pytest
 import torch
 from PIL import Image
 
-from enfoads.assets import AssetStore
+from enfoads.work.assets import AssetStore
 from enfoads.errors import InvalidInput
-from enfoads.image_models import (
+from enfoads.models.user_models import (
     InvalidModelFile,
     classify_checkpoint,
     discover_image_models,
     read_safetensors_header,
 )
-from enfoads.jobs import JobQueue
-from enfoads.profiles import detect_hardware
-from enfoads.runtime import build_runtime
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import detect_hardware
+from enfoads.models.runtime import build_runtime
 from enfoads.services.images import ImageService
 from enfoads.settings import Settings
-from enfoads.tiny import ensure_tiny
+from enfoads.models.tiny import ensure_tiny
 
 # ---------------------------------------------------------------------------- diffusers -> original layout
 

@@ -9,18 +9,18 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from enfoads import events as ev
-from enfoads.assets import AssetStore
+from enfoads.work import events as ev
+from enfoads.work.assets import AssetStore
 from enfoads.errors import InvalidInput
-from enfoads.events import RecordingBus
-from enfoads.jobs import JobQueue
-from enfoads.profiles import detect_hardware
-from enfoads.runtime import build_runtime
+from enfoads.work.events import RecordingBus
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import detect_hardware
+from enfoads.models.runtime import build_runtime
 from enfoads.services import images
 from enfoads.services.images import ASPECT_RATIOS, ImageService
 from enfoads.services.previews import MAX_PREVIEW_BYTES
 from enfoads.settings import Settings
-from enfoads.tiny.sdxl import LIGHTNING_UNET_FILES
+from enfoads.models.tiny.sdxl import LIGHTNING_UNET_FILES
 
 MIB = 1024**2
 
@@ -139,8 +139,8 @@ def test_lightning_checkpoint_matches_the_step_count(env, models_dir, steps):
 
 
 def test_swapping_checkpoints_keeps_fp16(models_dir):
-    from enfoads.loaders.image import load_sdxl_lightning, swap_unet_weights
-    from enfoads.tiny import ensure_tiny
+    from enfoads.models.loaders.image import load_sdxl_lightning, swap_unet_weights
+    from enfoads.models.tiny import ensure_tiny
 
     kit = ensure_tiny(models_dir, "tiny-sdxl-lightning")
     pipe = load_sdxl_lightning(kit / "base", kit / LIGHTNING_UNET_FILES[4], dtype="float16")
@@ -420,9 +420,9 @@ def _fake_snapshot(root, repo, files, commit="0" * 40):
 @pytest.fixture(scope="module")
 def t4(tmp_path_factory):
     """The t4 profile on a (pretend) T4, with the 4- and 8-step Lightning UNets preloaded but no SDXL base UNet."""
-    from enfoads.profiles import GIB, Hardware
+    from enfoads.models.profiles import GIB, Hardware
 
-    from enfoads.catalog import CATALOG
+    from enfoads.models.catalog import CATALOG
 
     root = tmp_path_factory.mktemp("fake-hub")
     src = CATALOG["sdxl-lightning-4step"].sources
@@ -472,7 +472,7 @@ def test_t4_falls_back_to_installed_checkpoints_and_says_so(t4):
 
 
 def test_cpu_profile_plans_sd_turbo_within_its_limits(tmp_path):
-    from enfoads.profiles import Hardware
+    from enfoads.models.profiles import Hardware
 
     hw = Hardware(cuda=False, device_name="cpu", vram_total_bytes=0, cuda_version=None, driver=None,
                   ram_total_bytes=16 * 1024**3, ram_available_bytes=12 * 1024**3, cpu_count=4)

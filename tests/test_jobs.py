@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from enfoads import events as ev
-from enfoads.assets import AssetStore
+from enfoads.work import events as ev
+from enfoads.work.assets import AssetStore
 from enfoads.errors import UnprocessableInput
-from enfoads.events import EventBus, RecordingBus
-from enfoads.jobs import (
+from enfoads.work.events import EventBus, RecordingBus
+from enfoads.work.jobs import (
     CPU,
     GPU,
     JobCancelled,
@@ -468,6 +468,6 @@ def test_restart_after_sigkill_mid_job_loses_nothing(tmp_path, max_attempts):
 
 
 def test_the_local_queue_is_a_job_backend(make_queue):
-    from enfoads.backend import JobBackend
+    from enfoads.work.backend import JobBackend
 
     assert isinstance(make_queue(), JobBackend)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from server_fixture import start_server
 
-from enfoads.tiny import build_tiny_kit
+from enfoads.models.tiny import build_tiny_kit
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pytest
 
-from enfoads import media
+from enfoads.services import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -302,7 +302,7 @@ def test_audio_limits():
 
 def test_importing_media_stays_light():
     code = (
-        "import sys, enfoads.media; "
+        "import sys, enfoads.services.media; "
         "heavy = {'PIL', 'av', 'cv2', 'numpy', 'faster_whisper'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

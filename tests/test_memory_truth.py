@@ -1,6 +1,6 @@
 """Memory truth on a T4: staging figures, hopeless leases, real catalogue sizes, CUDA-only paths.
 
-Everything here runs on a CPU. The T4 is simulated the way ``enfoads.runtime``
+Everything here runs on a CPU. The T4 is simulated the way ``enfoads.models.runtime``
 sizes a real one (``Settings.gpu_budget_bytes`` / ``ram_budget_bytes`` with the
 ``t4`` profile on a Colab T4's hardware figures); the models are
 ``SimulatedAdapter``s sized from the catalogue (VRAM, RAM, staging). The CUDA
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from enfoads.adapters import OnnxFacesAdapter, adapter_for, staging_bytes_for
-from enfoads.catalog import CATALOG, GB, MB
-from enfoads.profiles import PROFILES
-from enfoads.residency import CPU, GPU, ModelMemoryError, ResidencyManager, is_out_of_memory
+from enfoads.models.adapters import OnnxFacesAdapter, adapter_for, staging_bytes_for
+from enfoads.models.catalog import CATALOG, GB, MB
+from enfoads.models.profiles import PROFILES
+from enfoads.models.residency import CPU, GPU, ModelMemoryError, ResidencyManager, is_out_of_memory
 from enfoads.settings import Settings
-from enfoads.simulation import (
+from enfoads.testing.simulation import (
     SIMULATED_GPU_DEVICE,
     T4_HARDWARE,
     SimulatedAdapter,
@@ -103,7 +103,7 @@ SDXL_PARAMS = {"unet": 2_567_463_684, "te1": 123_060_480, "te2": 694_659_840, "v
 
 
 def _user_sdxl(tmp_path, dtype="F16"):
-    from enfoads.image_models import ImageModelInfo, UserImageAdapter
+    from enfoads.models.user_models import ImageModelInfo, UserImageAdapter
 
     path = _fake_checkpoint(tmp_path / "juggernaut.safetensors", {
         "model.diffusion_model.input_blocks.0.0.weight": (dtype, SDXL_PARAMS["unet"]),
@@ -129,7 +129,7 @@ def test_user_sdxl_checkpoint_stages_only_its_text_encoders_in_fp16(tmp_path, dt
 
 
 def test_user_diffusers_folder_stages_the_whole_pipeline_in_fp16(tmp_path):
-    from enfoads.image_models import ImageModelInfo, UserImageAdapter
+    from enfoads.models.user_models import ImageModelInfo, UserImageAdapter
 
     info = ImageModelInfo(id="user:xl", name="xl", path=str(tmp_path), kind="diffusers_folder", valid=True,
                           family="sdxl", bytes=int(6.9 * GB), parameters=3_468_837_867)
@@ -156,7 +156,7 @@ def _tiny_single_file(models_dir, tmp_path):
         from test_image_models import _tiny_pipelines, export_single_file
     finally:
         sys.path.pop(0)
-    from enfoads.tiny import ensure_tiny
+    from enfoads.models.tiny import ensure_tiny
 
     kit = ensure_tiny(models_dir, "tiny-sdxl-lightning")
     xl, _sd15 = _tiny_pipelines(kit / "base")
@@ -170,7 +170,7 @@ def test_single_file_loads_unet_and_vae_straight_onto_the_device(models_dir, tmp
     import torch
     from diffusers import StableDiffusionXLPipeline
 
-    from enfoads.loaders import image
+    from enfoads.models.loaders import image
 
     path, config = _tiny_single_file(models_dir, tmp_path)
     # diffusers honours the option: on the meta device nothing is allocated, so where each
@@ -395,7 +395,7 @@ class Recorder:
 
 
 def test_torch_lease_end_empties_the_cuda_cache(monkeypatch):
-    import enfoads.residency as residency
+    import enfoads.models.residency as residency
 
     calls = Recorder()
     monkeypatch.setattr(residency, "_release_gpu_cache", calls)

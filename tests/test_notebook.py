@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import nbformat
 import pytest
 
-from enfoads import colab
+from enfoads import colab, user_secrets
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "Enfoads_Colab.ipynb"
@@ -65,7 +65,7 @@ def test_notebook_is_valid_clean_and_only_calls_the_package():
     assert re.search(r"^\s*(import|from) enfoads", install_code(nb), re.M) is None
     assert [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "pip" in c.source] == [install]
     # The kernel never imports torch: preload runs as a child process.
-    assert "from enfoads.preload" not in text and "import torch" not in text and "colab.run_preload(" in text
+    assert "from enfoads.models.preload" not in text and "import torch" not in text and "colab.run_preload(" in text
 
 
 def test_notebook_never_installs_enfoads_by_name_from_the_index():
@@ -113,7 +113,7 @@ def test_secrets_are_exported_but_never_printed(monkeypatch, capsys):
 
 def test_hidden_prompt_is_the_last_resort(monkeypatch):
     monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
-    monkeypatch.setattr(colab.getpass, "getpass", lambda prompt: "typed-token")
+    monkeypatch.setattr(user_secrets.getpass, "getpass", lambda prompt: "typed-token")
     assert colab.get_secret("NGROK_AUTHTOKEN") is None  # no prompt unless asked
     assert colab.get_secret("NGROK_AUTHTOKEN", prompt=True) == "typed-token"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from enfoads.profiles import PROFILES, Hardware, choose_profile
+from enfoads.models.profiles import PROFILES, Hardware, choose_profile
 from enfoads.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +21,8 @@ def run_py(code: str, env=None) -> str:
 
 def test_import_enfoads_pulls_no_heavy_module():
     code = (
-        "import sys, json, enfoads, enfoads.residency, enfoads.catalog, enfoads.loaders.image, "
-        "enfoads.loaders.speech, enfoads.loaders.faces, enfoads.tiny\n"
+        "import sys, json, enfoads, enfoads.models.residency, enfoads.models.catalog, enfoads.models.loaders.image, "
+        "enfoads.models.loaders.speech, enfoads.models.loaders.faces, enfoads.models.tiny\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     )
     assert json.loads(run_py(code)) == []
@@ -224,7 +224,7 @@ def test_profile_detection_without_torch(tmp_path):
         return str(path)
 
     code = (
-        "import json, sys; from enfoads.profiles import detect_profile_without_torch as d; "
+        "import json, sys; from enfoads.models.profiles import detect_profile_without_torch as d; "
         "print(json.dumps([[d(p) for p in sys.argv[1:]], 'torch' in sys.modules]))"
     )
     args = [

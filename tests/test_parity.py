@@ -28,10 +28,10 @@ import pytest
 import requests
 from PIL import Image
 
-from enfoads.preload import select_models
+from enfoads.models.preload import select_models
 from enfoads.testing.hub import FakeHub
 from enfoads.testing.replicas import publish_replicas, replica_catalog
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
 PROFILES = ("t4", "gpu", "cpu")
@@ -54,7 +54,7 @@ def installed(request, hub, tmp_path_factory):
     """One profile preloaded from the replica hub into a fresh cache, served by `enfoads serve`."""
     from huggingface_hub import constants
 
-    from enfoads.preload import preload
+    from enfoads.models.preload import preload
 
     fake, replicas = hub
     profile = request.param

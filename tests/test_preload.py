@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from enfoads import registry
-from enfoads.catalog import CATALOG, HubFiles
+from enfoads.models import registry
+from enfoads.models.catalog import CATALOG, HubFiles
 from enfoads.cli import main as cli_main
-from enfoads.manifest import MANIFEST_FILE, Manifest
-from enfoads.preload import (
+from enfoads.models.manifest import MANIFEST_FILE, Manifest
+from enfoads.models.preload import (
     DOWNLOADS_SUBDIR,
     InsufficientDiskError,
     PreloadError,
@@ -128,8 +128,8 @@ def test_start_with_hf_hub_offline_touches_no_network(hub, online, cache):
 import json, sys
 sys.path.insert(0, {str(TESTS)!r})
 import hub_server
-from enfoads import registry
-from enfoads.preload import preload
+from enfoads.models import registry
+from enfoads.models.preload import preload
 hub = hub_server.standard_hub()
 hub._servers = [hub_server._Addr({hub.endpoint!r}), hub_server._Addr({hub.cdn_url!r})]
 catalog = hub_server.standard_catalog(hub)
@@ -338,8 +338,8 @@ def test_cli_preload_tiny_profile_builds_the_tiny_kit(models_dir, capsys):
     for name in ("tiny-sdxl-lightning", "tiny-buffalo_l", "tiny-whisper"):
         assert name in out
     assert "tiny kit" in out
-    from enfoads.preload import select_models
-    from enfoads.tiny import is_built, tiny_path
+    from enfoads.models.preload import select_models
+    from enfoads.models.tiny import is_built, tiny_path
 
     recipes = {e.tiny for e in select_models("tiny") if e.tiny}
     assert recipes >= {"tiny-sdxl-lightning", "tiny-buffalo_l", "tiny-whisper"}
@@ -367,9 +367,9 @@ def test_cli_models_lists_verifies_and_switches(hub, online, cache, capsys):
 
 
 def test_piper_voices_land_where_the_tts_engine_looks(hub, online, cache):
-    voices = pytest.importorskip("enfoads.voices")
-    tts = pytest.importorskip("enfoads.tts")
-    from enfoads.preload import piper_entries
+    voices = pytest.importorskip("enfoads.models.voices")
+    tts = pytest.importorskip("enfoads.services.tts")
+    from enfoads.models.preload import piper_entries
 
     voice = voices.get("piper:es_MX-claude-high")
     onnx, config = voice.piper_files

@@ -69,7 +69,7 @@ def test_stays_inside_the_77_token_window():
 def test_exact_counts_with_a_tokenizer(models_dir):
     from transformers import CLIPTokenizer
 
-    from enfoads.tiny import ensure_tiny
+    from enfoads.models.tiny import ensure_tiny
 
     tok = CLIPTokenizer.from_pretrained(ensure_tiny(models_dir, "tiny-sdxl-lightning") / "base" / "tokenizer")
     r = enhance_prompt("a small boat on a lake", tokenizer=tok)  # the tiny vocabulary is nearly per-character

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from enfoads.catalog import CATALOG, PRELOAD_EXTRAS, HubFiles, get_entry
+from enfoads.models.catalog import CATALOG, PRELOAD_EXTRAS, HubFiles, get_entry
 from enfoads.errors import ModelNotInstalled
-from enfoads.preload import PreloadError, select_models
-from enfoads.registry import ModelNotInstalledError, local_paths, presence
-from enfoads.tiny import ensure_tiny
+from enfoads.models.preload import PreloadError, select_models
+from enfoads.models.registry import ModelNotInstalledError, local_paths, presence
+from enfoads.models.tiny import ensure_tiny
 
 
 def hf_cache_file(cache: Path, repo_id: str, commit: str, rel: str, content: bytes) -> Path:
@@ -37,7 +37,7 @@ def hf_cache_file(cache: Path, repo_id: str, commit: str, rel: str, content: byt
 
 
 def test_swapper_loads_from_a_hub_cache_symlink(models_dir, tmp_path):
-    from enfoads.loaders.faces import CPU, load_swapper
+    from enfoads.models.loaders.faces import CPU, load_swapper
 
     tiny = ensure_tiny(models_dir, "tiny-buffalo_l") / "models" / "inswapper_128.onnx"
     src = get_entry("inswapper_128").sources["model"]
@@ -54,7 +54,7 @@ def test_fp16_only_diffusers_folder_loads_in_fp32(models_dir, tmp_path):
     """What preload installs for SD-Turbo (the *.fp16.safetensors only) loads for the CPU profile's fp32."""
     import torch
 
-    from enfoads.loaders.image import load_diffusers_folder, weights_variant
+    from enfoads.models.loaders.image import load_diffusers_folder, weights_variant
 
     base = ensure_tiny(models_dir, "tiny-sdxl-lightning") / "base"
     folder = tmp_path / "fp16-only"
@@ -137,7 +137,7 @@ def test_presence_means_the_loader_will_find_what_it_needs(tmp_path):
 
 
 def test_quality_mode_has_a_preload_option_that_installs_what_the_service_reads(tmp_path):
-    from enfoads.loaders.image import base_unet_weights
+    from enfoads.models.loaders.image import base_unet_weights
 
     t4 = {e.id for e in select_models("t4", extras=["quality"])}
     assert "sdxl-base-unet" in t4 and "sdxl-lightning-4step" in t4
@@ -169,8 +169,8 @@ def test_licences_and_pins_as_the_sources_state():
 
 def test_a_simulated_gpu_budget_runs_the_gpu_profiles_on_a_cpu(tmp_path):
     """t4 and gpu on a machine without CUDA only with ENFOADS_GPU_BUDGET_GB (the parity tests' simulated T4)."""
-    from enfoads.profiles import Hardware
-    from enfoads.runtime import build_runtime
+    from enfoads.models.profiles import Hardware
+    from enfoads.models.runtime import build_runtime
     from enfoads.settings import Settings
 
     hw = Hardware(cuda=False, device_name="cpu", vram_total_bytes=0, cuda_version=None, driver=None,

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from enfoads.assets import AssetStore
-from enfoads.jobs import JobQueue
-from enfoads.tiny import build_tiny_kit
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.work.assets import AssetStore
+from enfoads.work.jobs import JobQueue
+from enfoads.models.tiny import build_tiny_kit
+from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
 CORPUS_FILES = Path(__file__).with_name("corpus") / "files"

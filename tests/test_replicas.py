@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from enfoads import registry
-from enfoads.catalog import CATALOG, HubFiles, UrlArchive
-from enfoads.preload import preload, select_models
-from enfoads.profiles import PROFILES
+from enfoads.models import registry
+from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive
+from enfoads.models.preload import preload, select_models
+from enfoads.models.profiles import PROFILES
 from enfoads.testing import replica_files as data
 from enfoads.testing.hub import FakeHub
 from enfoads.testing.replicas import default_entries, is_placeholder, publish_replicas, replica_catalog
@@ -278,8 +278,8 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
     """What preload installed loads with the product's own adapters, on the CPU, and runs."""
     import numpy as np
 
-    from enfoads.adapters import adapter_for
-    from enfoads.tiny.faces import face_test_pattern
+    from enfoads.models.adapters import adapter_for
+    from enfoads.models.tiny.faces import face_test_pattern
 
     models_dir, report, _, _ = preloaded(profile)
     installed = {m.entry.id for m in report.models if m.status == "downloaded"}
@@ -308,8 +308,8 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
 
 
 def test_preloaded_piper_voices_synthesize(preloaded):
-    from enfoads import voices
-    from enfoads.tts import _Piper
+    from enfoads.models import voices
+    from enfoads.services.tts import _Piper
 
     models_dir, _, _, _ = preloaded("t4")
     piper = _Piper(models_dir)

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from enfoads.residency import CPU, GPU, ModelMemoryError, ResidencyManager, UnknownModelError, is_out_of_memory
-from enfoads.simulation import SimulatedAdapter
+from enfoads.models.residency import CPU, GPU, ModelMemoryError, ResidencyManager, UnknownModelError, is_out_of_memory
+from enfoads.testing.simulation import SimulatedAdapter
 
 GB = 10**9
 

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from enfoads.catalog import CATALOG
-from enfoads.loaders.image import module_bytes
-from enfoads.profiles import PROFILES, detect_hardware
-from enfoads.residency import CPU, GPU
-from enfoads.runtime import build_runtime
+from enfoads.models.catalog import CATALOG
+from enfoads.models.loaders.image import module_bytes
+from enfoads.models.profiles import PROFILES, detect_hardware
+from enfoads.models.residency import CPU, GPU
+from enfoads.models.runtime import build_runtime
 from enfoads.settings import Settings
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.models.tiny.faces import face_test_pattern
 
 MIB = 1024**2
 

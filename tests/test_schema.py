@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from enfoads.db import DB_FILENAME, Database
+from enfoads.work.db import DB_FILENAME, Database
 from enfoads.engine import build_engine
-from enfoads.schema import SCHEMA_VERSION, SchemaTooNewError, migrate, open_database
+from enfoads.work.schema import SCHEMA_VERSION, SchemaTooNewError, migrate, open_database
 from enfoads.settings import Settings
 
 OLD_DATA_DIR = Path(__file__).parent / "data" / "datadir-0.1"  # made by tests/data/make_datadir_0_1.py
@@ -51,7 +51,7 @@ def test_a_failed_job_of_0_1_gets_the_status_its_error_name_meant(tmp_path):
     db = Database(tmp_path / DB_FILENAME)
     try:
         with db.write() as conn:
-            from enfoads.schema import MIGRATIONS
+            from enfoads.work.schema import MIGRATIONS
 
             MIGRATIONS[0][2](conn)  # a 0.1 file: version 0, 0.1's tables
             for i, name in enumerate(("InvalidInput", "ModelMemoryError", "RuntimeError")):

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from enfoads.jobs import JobQueue
-from enfoads.tiny import build_tiny_kit
+from enfoads.work.jobs import JobQueue
+from enfoads.models.tiny import build_tiny_kit
 from server_fixture import child_pids, start_server
 
 # Long enough on the tiny kit to be sure the signal lands while it runs (it reports progress each step).

@@ -19,11 +19,11 @@ import pytest
 
 from enfoads.engine import build_engine
 from enfoads.errors import InvalidInput
-from enfoads.events import JobProgress
+from enfoads.work.events import JobProgress
 from enfoads.services.options import Options
 from enfoads.settings import Settings
-from enfoads.tiny import build_tiny_kit
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.models.tiny import build_tiny_kit
+from enfoads.models.tiny.faces import face_test_pattern
 
 
 def _png_b64(bgr: np.ndarray) -> str:

@@ -21,13 +21,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from enfoads import events as ev
-from enfoads.assets import AssetStore
+from enfoads.work import events as ev
+from enfoads.work.assets import AssetStore
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from enfoads.events import RecordingBus
-from enfoads.jobs import JobQueue
-from enfoads.profiles import detect_hardware
-from enfoads.runtime import build_runtime
+from enfoads.work.events import RecordingBus
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import detect_hardware
+from enfoads.models.runtime import build_runtime
 from enfoads.services import speech
 from enfoads.settings import Settings
 
@@ -325,7 +325,7 @@ def test_corrupt_or_non_audio_is_rejected(env):
         env.kind.validate({"audio": garbage})
     assert err.value.status == 415 and list(err.value.fields) == ["audio"]
     assert err.value.message.startswith("audio: is not audio")
-    from enfoads.media import encode_png
+    from enfoads.services.media import encode_png
 
     picture = base64.b64encode(encode_png(np.zeros((8, 8, 3), dtype=np.uint8))).decode()
     with pytest.raises(UnsupportedMediaType, match="no audio stream"):

@@ -9,7 +9,7 @@ import requests
 
 from enfoads.errors import redact_paths
 from enfoads.text import clean_text, describe
-from enfoads.tiny import build_tiny_kit
+from enfoads.models.tiny import build_tiny_kit
 from server_fixture import start_server
 
 HOSTILE = "a red\x00 chair\u202e evil\u202c\u200b here\r\nnext\x1b line"

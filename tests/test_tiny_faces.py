@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from enfoads.loaders import faces as loaders
-from enfoads.tiny import ensure_tiny, faces as tiny_faces
+from enfoads.models.loaders import faces as loaders
+from enfoads.models.tiny import ensure_tiny, faces as tiny_faces
 
 CPU = ["CPUExecutionProvider"]
 PACK_FILES = ("det_10g.onnx", "w600k_r50.onnx", "genderage.onnx", "2d106det.onnx", "1k3d68.onnx")
@@ -180,7 +180,7 @@ def test_providers_must_be_explicit(root):
 
 def test_importing_loader_is_light():
     code = (
-        "import sys, enfoads.loaders.faces, enfoads.tiny.faces; "
+        "import sys, enfoads.models.loaders.faces, enfoads.models.tiny.faces; "
         "heavy = {'insightface', 'onnxruntime', 'cv2', 'onnx'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -4,9 +4,9 @@ import hashlib
 import pytest
 import torch
 
-from enfoads.loaders.image import load_lightning_unet, load_sdxl_lightning, module_bytes
-from enfoads.tiny import ensure_tiny, folder_bytes
-from enfoads.tiny.sdxl import LIGHTNING_UNET_FILES, build_into
+from enfoads.models.loaders.image import load_lightning_unet, load_sdxl_lightning, module_bytes
+from enfoads.models.tiny import ensure_tiny, folder_bytes
+from enfoads.models.tiny.sdxl import LIGHTNING_UNET_FILES, build_into
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import wave
 
 import pytest
 
-from enfoads.loaders.speech import load_whisper, whisper_model_bytes
-from enfoads.tiny import ensure_tiny, folder_bytes
+from enfoads.models.loaders.speech import load_whisper, whisper_model_bytes
+from enfoads.models.tiny import ensure_tiny, folder_bytes
 
 # Small decoding budget: library defaults (beam 5, temperature fallback) take
 # seconds on random weights. without_timestamps=True because random weights
@@ -66,7 +66,7 @@ def test_second_ensure_reuses_the_folder(models_dir, tiny_whisper):
 def test_build_is_deterministic(tmp_path):
     # CTranslate2 writes model.bin byte for byte the same for the same weights,
     # so the whole folder (weights, config, vocabulary, tokenizer) is compared.
-    from enfoads.tiny.whisper import build_into
+    from enfoads.models.tiny.whisper import build_into
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -124,7 +124,7 @@ def test_missing_folder_names_it_and_the_fix(tmp_path):
 
 def test_importing_the_loader_stays_light():
     code = (
-        "import sys, enfoads.loaders.speech; "
+        "import sys, enfoads.models.loaders.speech; "
         "heavy = [m for m in ('torch', 'ctranslate2', 'faster_whisper') if m in sys.modules]; "
         "assert not heavy, heavy"
     )

@@ -8,10 +8,10 @@ import socket
 import numpy as np
 import pytest
 
-from enfoads import voices
+from enfoads.models import voices
 from enfoads.errors import InvalidInput
-from enfoads.tiny.piper import VOICE_NAME, ensure_tiny_piper, tiny_piper_dir
-from enfoads.tts import TTS, EdgeProbe, available_voices, clean_text, find_piper_voice, split_text
+from enfoads.models.tiny.piper import VOICE_NAME, ensure_tiny_piper, tiny_piper_dir
+from enfoads.services.tts import TTS, EdgeProbe, available_voices, clean_text, find_piper_voice, split_text
 
 TINY_ID = f"piper:{VOICE_NAME}"
 FRONTEND_IDS = ("es-CO-SalomeNeural", "es-CO-GonzaloNeural", "es-MX-DaliaNeural", "es-MX-JorgeNeural")

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from enfoads import tunnel as tunnel_mod
-from enfoads.tunnel import NGROK_TOKEN_URL, MissingAuthtokenError, TunnelError, open_tunnel
+from enfoads.cli import tunnel as tunnel_mod
+from enfoads.cli.tunnel import NGROK_TOKEN_URL, MissingAuthtokenError, TunnelError, open_tunnel
 
 
 class FakeNgrok:

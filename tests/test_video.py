@@ -16,16 +16,16 @@ import av
 import pytest
 from PIL import Image
 
-from enfoads.assets import AssetStore
-from enfoads.avatars import AvatarStore
+from enfoads.work.assets import AssetStore
+from enfoads.services.avatars import AvatarStore
 from enfoads.errors import InvalidInput
-from enfoads.jobs import JobQueue
-from enfoads.profiles import detect_hardware
-from enfoads.runtime import build_runtime
+from enfoads.work.jobs import JobQueue
+from enfoads.models.profiles import detect_hardware
+from enfoads.models.runtime import build_runtime
 from enfoads.services import video
 from enfoads.settings import Settings
-from enfoads.tiny.piper import VOICE_NAME, ensure_tiny_piper
-from enfoads.tts import TTS
+from enfoads.models.tiny.piper import VOICE_NAME, ensure_tiny_piper
+from enfoads.services.tts import TTS
 
 TINY = f"piper:{VOICE_NAME}"
 SCRIPT = ("Hola, bienvenidos a nuestra tienda. Hoy tenemos ofertas de verano en toda la colección. "

@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from enfoads.engine import build_engine
-from enfoads.jobs import JobQueue
-from enfoads.residency import GPU, ResidencyManager
+from enfoads.work.jobs import JobQueue
+from enfoads.models.residency import GPU, ResidencyManager
 from enfoads.settings import Settings
-from enfoads.simulation import SimulatedAdapter
+from enfoads.testing.simulation import SimulatedAdapter
 from enfoads.warmup import Warmer, parse_warm_roles
 from server_fixture import start_server
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from enfoads.tiny import build_tiny_kit
-from enfoads.tiny.faces import face_test_pattern
+from enfoads.models.tiny import build_tiny_kit
+from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
 ASPECT_SIZES = {"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344)}

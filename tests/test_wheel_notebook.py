@@ -132,7 +132,7 @@ def test_the_wheel_gives_a_working_enfoads_command(dists, fresh_python, models_d
     assert run([command, "--version"], env=env).stdout.strip().endswith(enfoads.__version__)
     doctor = run([command, "doctor", "--profile", "tiny", "--gpu-budget-gb", "1"], env=env, timeout=300, cwd=tmp_path)
     assert "profile        tiny" in doctor.stdout
-    code = ("import importlib.metadata as m, enfoads, enfoads.avatars as a; "
+    code = ("import importlib.metadata as m, enfoads, enfoads.services.avatars as a; "
             "print(m.version('enfoads'), a.packaged_default_avatar().is_file(), enfoads.__file__)")
     version, data_ok, where = run([python, "-c", code], cwd=tmp_path, env=env).stdout.split()
     assert (version, data_ok) == (enfoads.__version__, "True")  # package data read at run time is installed

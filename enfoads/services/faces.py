@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from enfoads import media
+from enfoads.services import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from enfoads.services import JobKind
 from enfoads.services.options import Options, checked, fail, flag, to_whole_number
@@ -180,7 +180,7 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
 
 
 def _asset_image(assets, asset_id: str, field: str, limits: Limits, read: bool = True) -> bytes | None:
-    from enfoads.assets import AssetNotFound
+    from enfoads.work.assets import AssetNotFound
 
     try:
         asset = assets.get(asset_id)
@@ -386,7 +386,7 @@ class FaceSwapper:
     # Each lease lives in its own function: no local variable keeps a model
     # alive after its lease, so an eviction while the next model loads frees it.
     def _detect_both(self, source, target, source_index):
-        from enfoads.loaders.faces import active_providers
+        from enfoads.models.loaders.faces import active_providers
 
         with self.runtime.residency.use(self.runtime.model_key("faces")) as app:
             side = self.limits.detect_max_side
@@ -397,7 +397,7 @@ class FaceSwapper:
         return source_faces, source_scale, target_faces, target_scale, providers
 
     def _swap(self, target, source_face, chosen, paste_back, progress):
-        from enfoads.loaders.faces import active_providers
+        from enfoads.models.loaders.faces import active_providers
 
         with self.runtime.residency.use(self.runtime.model_key("swapper")) as swapper:
             providers = active_providers(swapper)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from enfoads.errors import InvalidInput
-from enfoads.serial import SerialLane
+from enfoads.work.serial import SerialLane
 from enfoads.services import JobKind
 from enfoads.services.image_options import (
     ASPECT_RATIOS, FORMATS, MAX_SEED, CompareOptions, ImageOptions, SideOptions,
@@ -169,7 +169,7 @@ def prepare_pipeline(pipe, plan: Plan) -> None:
     """Swap the planned UNet checkpoint into an SDXL-Lightning pipeline when another is loaded."""
     if not plan.unet_weights:
         return
-    from enfoads.loaders.image import swap_unet_weights
+    from enfoads.models.loaders.image import swap_unet_weights
 
     state = getattr(pipe, "enfoads_unet", None)
     if state is None:
@@ -332,10 +332,10 @@ class ImageCache:
 
     def __init__(self, assets):
         self.assets = assets
-        self._db = assets.db  # the asset store's file; its schema has the table (enfoads.schema)
+        self._db = assets.db  # the asset store's file; its schema has the table (enfoads.work.schema)
 
     def get(self, key: str) -> dict | None:
-        from enfoads.assets import AssetNotFound
+        from enfoads.work.assets import AssetNotFound
 
         with self._db.read() as conn:
             row = conn.execute("SELECT result, asset_ids FROM image_cache WHERE key = ?", (key,)).fetchone()
@@ -382,7 +382,7 @@ class _Saver:
 
 
 def _is_cancel(exc: BaseException) -> bool:
-    from enfoads.jobs import JobCancelled
+    from enfoads.work.jobs import JobCancelled
 
     return isinstance(exc, JobCancelled)
 
@@ -399,13 +399,13 @@ class ImageService:
     """Image generation for one runtime: planning, caching, leasing, rendering, saving.
 
     Args:
-        runtime: from ``enfoads.runtime.build_runtime``.
-        models: the user-model registry (``enfoads.image_models.ImageModels``);
+        runtime: from ``enfoads.models.runtime.build_runtime``.
+        models: the user-model registry (``enfoads.models.user_models.ImageModels``);
             created and scanned here when not given.
     """
 
     def __init__(self, runtime, *, models=None):
-        from enfoads.image_models import ImageModels
+        from enfoads.models.user_models import ImageModels
 
         self.runtime = runtime
         self.models = models if models is not None else ImageModels(runtime)
@@ -442,8 +442,8 @@ class ImageService:
         """Paths of the profile's SDXL-Lightning files: base folder, checkpoint folder, installed step counts."""
         with self._lock:
             if self._layout is None:
-                from enfoads.registry import local_paths
-                from enfoads.tiny.sdxl import LIGHTNING_UNET_FILES
+                from enfoads.models.registry import local_paths
+                from enfoads.models.tiny.sdxl import LIGHTNING_UNET_FILES
 
                 paths = local_paths(self.default_entry, self.runtime.settings.models_dir)
                 unet_dir = Path(paths["unet"]).parent
@@ -455,7 +455,7 @@ class ImageService:
                 }
             layout = dict(self._layout)
         layout["installed"] = tuple(s for s in LIGHTNING_STEPS if (layout["unet_dir"] / layout["files"][s]).is_file())
-        from enfoads.loaders.image import base_unet_weights
+        from enfoads.models.loaders.image import base_unet_weights
 
         layout["base_unet"] = base_unet_weights(layout["base"])
         return layout
@@ -470,9 +470,9 @@ class ImageService:
 
     def _resolve_model(self, model: str | None) -> dict:
         """What a request's ``model`` means: {kind, key, entry|info}; ``InvalidInput`` (field model) if unusable."""
-        from enfoads.catalog import CATALOG
-        from enfoads.image_models import USER_PREFIX
-        from enfoads.registry import presence
+        from enfoads.models.catalog import CATALOG
+        from enfoads.models.user_models import USER_PREFIX
+        from enfoads.models.registry import presence
 
         default_kind = self._default_kind()
         name = model.strip() if isinstance(model, str) else model
@@ -513,8 +513,8 @@ class ImageService:
         return {"kind": kind, "key": entry.id, "entry": entry}
 
     def _ensure_registered(self, entry) -> None:
-        from enfoads.adapters import adapter_for, preferred_tier
-        from enfoads.residency import ResidencyError
+        from enfoads.models.adapters import adapter_for, preferred_tier
+        from enfoads.models.residency import ResidencyError
 
         residency = self.runtime.residency
         if entry.id in residency.registered():
@@ -531,8 +531,8 @@ class ImageService:
 
     def list_models(self, *, refresh: bool = False) -> list[dict]:
         """Every image model a request may name, with ``valid`` and the reason when not."""
-        from enfoads.catalog import CATALOG
-        from enfoads.registry import presence
+        from enfoads.models.catalog import CATALOG
+        from enfoads.models.registry import presence
 
         if refresh:
             self.models.refresh()
@@ -566,7 +566,7 @@ class ImageService:
         return out
 
     def _default_present(self) -> bool:
-        from enfoads.registry import presence
+        from enfoads.models.registry import presence
 
         entry = self.default_entry
         return bool(entry.tiny) or presence(entry, self.runtime.settings.models_dir).present
@@ -737,7 +737,7 @@ class ImageService:
         if options.get("negative_prompt") and guidance <= 1:
             notes.append("the negative prompt has no effect at guidance 1 or below")
         if not revision:
-            from enfoads.image_models import _fingerprint
+            from enfoads.models.user_models import _fingerprint
 
             revision = _fingerprint([Path(p) for p in revision_files])
         every = options.get("preview_every")
@@ -754,7 +754,7 @@ class ImageService:
         )
 
     def _catalogue_files(self, entry) -> list[Path]:
-        from enfoads.registry import local_paths
+        from enfoads.models.registry import local_paths
 
         try:
             paths = local_paths(entry, self.runtime.settings.models_dir)
@@ -906,7 +906,7 @@ class ImageService:
                 now["stage"] = f"{prefix}step {step}/{total}"
                 progress(now["percent"], now["stage"])
 
-        from enfoads.residency import ModelMemoryError
+        from enfoads.models.residency import ModelMemoryError
 
         t0 = time.perf_counter()
         try:

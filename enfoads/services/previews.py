@@ -172,7 +172,7 @@ class LatentSnapshot:
 
 
 class PreviewFrames:
-    """The preview frames of one render, encoded and saved on a background lane (``enfoads.serial``).
+    """The preview frames of one render, encoded and saved on a background lane (``enfoads.work.serial``).
 
     Args:
         lane: where the work runs (one per image service).

@@ -49,7 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from enfoads import media
+from enfoads.services import media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from enfoads.services import JobKind
 from pydantic import Field
@@ -442,7 +442,7 @@ class Limits:
 
 
 def _check_audio_asset(assets, asset_id: str, limits: Limits, read: bool):
-    from enfoads.assets import AssetNotFound
+    from enfoads.work.assets import AssetNotFound
 
     try:
         asset = assets.get(asset_id)

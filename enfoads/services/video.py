@@ -33,7 +33,7 @@ Every error is an ``InvalidInput`` naming the field (``scenes[2].script``),
 raised by ``validate`` before anything is queued.
 
 How a scene is made: the script is cut into sentences (long ones at clauses)
-and each piece is synthesised on its own (``enfoads.tts``), so each subtitle
+and each piece is synthesised on its own (``enfoads.services.tts``), so each subtitle
 cue starts and ends exactly where its piece does in the audio. The avatar is
 composed once with Pillow onto a canvas of the video's shape at twice its
 size (a blurred, darkened copy fills the background) and ffmpeg's ``zoompan``
@@ -90,14 +90,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from enfoads.avatars import AvatarStore
+from enfoads.services.avatars import AvatarStore
 from enfoads.errors import EnfoadsError
 from enfoads.services import JobKind
 from enfoads.services.video_options import (
     DEFAULT_FPS, DEFAULT_RESOLUTION, MAX_SCENES, MAX_SCRIPT_CHARS, MAX_TOTAL_CHARS, MultiSceneOptions, RenderOptions,
     validate_render, validate_render_multi,
 )
-from enfoads.tts import TTS, Speech, VoiceChoice
+from enfoads.services.tts import TTS, Speech, VoiceChoice
 
 __all__ = [
     "JOB_KIND",
@@ -702,7 +702,7 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
     """``video.render`` and ``video.render_multi`` (CPU pool) for ``runtime.settings``.
 
     Args:
-        runtime: an ``enfoads.runtime.Runtime`` (only its ``settings`` are used:
+        runtime: an ``enfoads.models.runtime.Runtime`` (only its ``settings`` are used:
             ``data_dir`` for avatars, ``models_dir`` for Piper voices).
         work_root: where each job's temporary folder goes; default ``settings.video_work_dir``
             if that setting exists, else the system's temp dir (keep it off a Drive mount).

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
-from enfoads.avatars import AvatarStore
+from enfoads.services.avatars import AvatarStore
 from enfoads.errors import InvalidInput
 from enfoads.services.options import (
     FLAG_SCHEMA, Options, aliases, checked, choice, fail, flag, is_unicode, number, raise_fields, to_flag, to_whole_number, whole_number,
 )
-from enfoads.tts import TTS, split_text
+from enfoads.services.tts import TTS, split_text
 
 #: Characters one script may have (~3 minutes of speech).
 MAX_SCRIPT_CHARS = 3000

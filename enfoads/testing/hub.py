@@ -24,7 +24,7 @@ and ``requests`` records every request (server, method, path, Range).
 It lives in the package (not only in ``tests/``) because the replica
 repositories (``enfoads.testing.replicas``) publish on it, for the parity
 tests and for anyone who wants to try ``enfoads preload`` without a network:
-``python -m enfoads.testing.hub`` serves the replicas of the catalogue.
+``python -m enfoads.testing.replicas`` serves the replicas of the catalogue on it.
 """
 from __future__ import annotations
 
@@ -202,13 +202,6 @@ def _is_commit(value: str) -> bool:
     return len(value) == 40 and all(ch in "0123456789abcdef" for ch in value)
 
 
-def main(argv=None) -> int:
-    """``python -m enfoads.testing.hub``: serve the replicas of the catalogue (``enfoads.testing.replicas``)."""
-    from enfoads.testing.replicas import main as replicas_main
-
-    return replicas_main(argv)
-
-
 def _handler(hub: FakeHub, role: str):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -365,7 +358,3 @@ def _handler(hub: FakeHub, role: str):
             self._error(404, "EntryNotFound", "unknown CDN route", head)
 
     return Handler
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

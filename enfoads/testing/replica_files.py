@@ -1,7 +1,7 @@
 """The real file lists of every catalogue source, as data: what the replicas reproduce.
 
-For each repository the catalogue (``enfoads.catalog``) and the Piper voice
-catalogue (``enfoads.voices``) download from, and for the insightface
+For each repository the catalogue (``enfoads.models.catalog``) and the Piper voice
+catalogue (``enfoads.models.voices``) download from, and for the insightface
 ``buffalo_l.zip`` release archive, this module lists the real files at the
 catalogue's pinned revision: path, size, whether the hub stores the file in
 LFS/Xet, where the list was read and whether it was *verified* (read from a
@@ -346,7 +346,7 @@ def _sd_turbo() -> RepoListing:
         note=(
             "tree/main shows b261bac as main's head. unet/ was read on a PR branch and text_encoder/ on main:"
             " both folders' only commit is \"Add Diffusers weights (#2)\", before the pin. The scheduler config's"
-            " content is known too (553 bytes; enfoads.tiny.sd2 writes it byte for byte)."
+            " content is known too (553 bytes; enfoads.models.tiny.sd2 writes it byte for byte)."
         ),
     )
 
@@ -496,7 +496,7 @@ def _voice(stem: str, onnx_size: int | str, *, speakers: int = 1, card: int | st
     )
 
 
-#: Per catalogued voice (``enfoads.voices``), its folder's files. Only es_MX-claude-high's folder was
+#: Per catalogued voice (``enfoads.models.voices``), its folder's files. Only es_MX-claude-high's folder was
 #: read on a tree page; the others follow the layout every voice folder has (MODEL_CARD, the .onnx,
 #: its .onnx.json, samples/speaker_<n>.mp3 per speaker), with the .onnx sizes the voice catalogue
 #: gives (approximate) except where an exact one was found.
@@ -514,7 +514,7 @@ PIPER_VOICE_FILES: dict[str, tuple[RealFile, ...]] = {
     "en_GB-alan-medium": _voice("en/en_GB/alan/medium/en_GB-alan-medium", "63 MB"),
 }
 
-#: Voices added to the repository after the ``v1.0.0`` tag (``enfoads.voices`` pins them to ``main``).
+#: Voices added to the repository after the ``v1.0.0`` tag (``enfoads.models.voices`` pins them to ``main``).
 PIPER_VOICES_AFTER_V1: tuple[str, ...] = ("es_AR-daniela-high",)
 
 PIPER_SOURCES = (

@@ -15,7 +15,7 @@ deterministic placeholders, so a preload that fetched one would be caught.
 What each replica is:
 
 - ``stabilityai/stable-diffusion-xl-base-1.0``: the tiny SDXL of
-  ``enfoads.tiny.sdxl`` as a diffusers folder with both variants of every
+  ``enfoads.models.tiny.sdxl`` as a diffusers folder with both variants of every
   component (``vae_1_0/`` holds the same tiny VAE), its CLIP tokenizers in
   the real four-file layout;
 - ``ByteDance/SDXL-Lightning``: ``sdxl_lightning_{1,2,4,8}step_unet*.safetensors``,
@@ -23,7 +23,7 @@ What each replica is:
   checkpoints, LoRAs and ComfyUI workflows are placeholders);
 - ``madebyollin/sdxl-vae-fp16-fix``: a tiny fp32 VAE with the SDXL tiny VAE's
   config and ``force_upcast: false``;
-- ``stabilityai/sd-turbo``: the tiny SD 2.x pipeline of ``enfoads.tiny.sd2``,
+- ``stabilityai/sd-turbo``: the tiny SD 2.x pipeline of ``enfoads.models.tiny.sd2``,
   fp32 and fp16, with SD-Turbo's published scheduler config;
 - ``mobiuslabsgmbh/faster-whisper-large-v3-turbo``: a tiny CTranslate2 Whisper
   with 128 mel bins, ``preprocessor_config.json`` (feature_size 128) and
@@ -31,10 +31,10 @@ What each replica is:
 - ``Systran/faster-whisper-small``: a tiny CTranslate2 Whisper with 80 mel
   bins, ``vocabulary.txt`` and no ``preprocessor_config.json`` (the real
   repository has none);
-- ``ezioruan/inswapper_128.onnx``: the tiny swapper of ``enfoads.tiny.faces``;
+- ``ezioruan/inswapper_128.onnx``: the tiny swapper of ``enfoads.models.tiny.faces``;
 - ``buffalo_l.zip`` (a release archive, ``FakeHub.add_archive``): the tiny
   pack with the real member names at the zip's root, fixed timestamps;
-- ``rhasspy/piper-voices``: the tiny Piper voice of ``enfoads.tiny.piper`` at
+- ``rhasspy/piper-voices``: the tiny Piper voice of ``enfoads.models.tiny.piper`` at
   each catalogued voice's real ``.onnx`` / ``.onnx.json`` path (its config
   carries the voice's language; every replica voice has one speaker), a
   ``voices.json`` index of them in Piper's format, two commits: the ``v1.0.0``
@@ -44,7 +44,7 @@ Builds are deterministic (seeded; fixed zip timestamps) and cached on disk
 (``cache_dir``): the first build takes ~10 s on 2 cores, a cached one well
 under a second.
 
-``python -m enfoads.testing.replicas`` (or ``python -m enfoads.testing.hub``)
+``python -m enfoads.testing.replicas``
 serves them and prints the ``HF_ENDPOINT`` to use.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from enfoads.catalog import CATALOG, HubFiles, ModelEntry, UrlArchive
+from enfoads.models.catalog import CATALOG, HubFiles, ModelEntry, UrlArchive
 from enfoads.testing import replica_files as data
 from enfoads.testing.hub import FakeHub
 
@@ -152,8 +152,8 @@ class Replicas:
 # ---------------------------------------------------------------------------
 def default_entries() -> list[ModelEntry]:
     """Every catalogue entry with sources, plus every catalogued Piper voice."""
-    from enfoads import voices
-    from enfoads.preload import piper_entries
+    from enfoads.models import voices
+    from enfoads.models.preload import piper_entries
 
     entries = [e for e in CATALOG.values() if e.sources]
     entries += piper_entries([v.id for v in voices.piper_voices()])
@@ -207,7 +207,7 @@ class _Artifacts:
 
     def sd2(self) -> dict[str, bytes]:
         def build():
-            from enfoads.tiny import sd2
+            from enfoads.models.tiny import sd2
 
             folder = self.workdir / "sd2"
             with _quiet_libraries():
@@ -226,7 +226,7 @@ class _Artifacts:
 
     def faces(self) -> dict[str, bytes]:
         def build():
-            from enfoads.tiny import faces
+            from enfoads.models.tiny import faces
 
             return {rel: model.SerializeToString() for rel, model in faces.build_models(self.seed).items()}
 
@@ -268,7 +268,7 @@ class _quiet_libraries:
 
 
 def _build_sdxl(seed: int, work: Path) -> dict[str, bytes]:
-    """The tiny SDXL kit (enfoads.tiny.sdxl) re-saved in both real variants, plus an fp16-fix VAE.
+    """The tiny SDXL kit (enfoads.models.tiny.sdxl) re-saved in both real variants, plus an fp16-fix VAE.
 
     Keys: the SDXL base folder's paths, the four ``sdxl_lightning_*`` UNet files, and
     ``vae_fix/config.json`` / ``vae_fix/diffusion_pytorch_model.safetensors``.
@@ -277,7 +277,7 @@ def _build_sdxl(seed: int, work: Path) -> dict[str, bytes]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from enfoads.tiny import sdxl
+    from enfoads.models.tiny import sdxl
 
     kit = work / "kit"
     kit.mkdir(parents=True, exist_ok=True)
@@ -326,13 +326,13 @@ def _build_sdxl(seed: int, work: Path) -> dict[str, bytes]:
 
 
 def _build_whisper(seed: int, work: Path, *, n_mels: int, preprocessor: bool, vocabulary: str) -> dict[str, bytes]:
-    """A tiny faster-whisper folder like ``enfoads.tiny.whisper`` builds, with ``n_mels`` mel bins.
+    """A tiny faster-whisper folder like ``enfoads.models.tiny.whisper`` builds, with ``n_mels`` mel bins.
 
     float16 weights (the published conversions are float16), ``vocabulary.json`` or
     ``vocabulary.txt`` (one token per line, as older converters wrote), with or without
     ``preprocessor_config.json``.
     """
-    from enfoads.tiny import whisper as tw
+    from enfoads.models.tiny import whisper as tw
 
     ct2_dir = work / "ct2"
     ct2_dir.mkdir(parents=True, exist_ok=True)
@@ -354,8 +354,8 @@ _COUNTRIES = {"MX": "Mexico", "AR": "Argentina", "ES": "Spain", "US": "United St
 
 
 def _build_piper_voice(seed: int, name: str, work: Path) -> tuple[bytes, bytes]:
-    """The tiny Piper voice (``enfoads.tiny.piper``) as voice ``name``: its graph, its config for that language."""
-    from enfoads.tiny import piper as tp
+    """The tiny Piper voice (``enfoads.models.tiny.piper``) as voice ``name``: its graph, its config for that language."""
+    from enfoads.models.tiny import piper as tp
 
     index = sorted(data.PIPER_VOICE_FILES).index(name)
     tp.build_into(work, seed * 1000 + index)

@@ -1,7 +1,7 @@
 """``create_app(settings)``: the Flask app, its Socket.IO server and the security around them.
 
 Server choice: Flask-SocketIO in ``threading`` mode, served by gunicorn's
-threaded worker (``enfoads.server``), with simple-websocket for WebSockets (long-polling works too, for
+threaded worker (``enfoads.cli.server``), with simple-websocket for WebSockets (long-polling works too, for
 tunnels that drop WebSockets). Every request and every job runs in a real OS
 thread: no gevent/eventlet monkey-patching, under which a long torch call in
 a greenlet would freeze every other request. GPU work never runs in a request

@@ -21,7 +21,7 @@ import time
 from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
-from enfoads import events as ev
+from enfoads.work import events as ev
 from enfoads.security import Credentials
 from enfoads.web.http import FRONTEND_STATUS, primary_asset_id
 

@@ -149,8 +149,8 @@ def enhance_media():
 @bp.get("/voices")
 def voices():
     """The voices usable now; ``gender`` as the frontend compares it (``Female``/``Male``, capitalised)."""
-    from enfoads.tts import available_voices
-    from enfoads.voices import frontend_gender
+    from enfoads.services.tts import available_voices
+    from enfoads.models.voices import frontend_gender
 
     listed = [{**v, "gender": frontend_gender(v["gender"])} for v in available_voices(engine().tts)]
     return jsonify({"status": "success", "voices": listed})
@@ -162,8 +162,8 @@ MAX_ASSETS_PER_POST = 100
 
 
 def _library_client() -> str:
-    """This request's library partition (see ``enfoads.library.client_identity`` for why these values)."""
-    from enfoads.library import client_identity
+    """This request's library partition (see ``enfoads.services.library.client_identity`` for why these values)."""
+    from enfoads.services.library import client_identity
 
     creds = state().credentials
     header = request.headers.get("Authorization", "")
@@ -192,7 +192,7 @@ def add_to_library():
     valid past its expiry for as long as its asset exists: the frontend keeps
     the URL for good.
     """
-    from enfoads.library import media_link, validate_item
+    from enfoads.services.library import media_link, validate_item
 
     body = json_body(state().settings.max_body_mb * 1_000_000)
     if "assets" in body:

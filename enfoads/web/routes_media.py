@@ -5,7 +5,7 @@ import re
 
 from flask import Blueprint, request, send_file
 
-from enfoads.assets import SignatureError
+from enfoads.work.assets import SignatureError
 from enfoads.web.errors import error_response
 from enfoads.web.state import engine
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from enfoads import __version__
-from enfoads.catalog import get_entry
-from enfoads.profiles import host_memory
-from enfoads.registry import presence
+from enfoads.models.catalog import get_entry
+from enfoads.models.profiles import host_memory
+from enfoads.models.registry import presence
 from enfoads.web.state import engine, state
 
 bp = Blueprint("system", __name__)
@@ -73,7 +73,7 @@ def _gpu_figures(eng) -> dict:
     figures["host_ram_total_gb"] = round(ram_total / GIB, 2)
     figures["host_ram_available_gb"] = round(ram_available / GIB, 2)
     figures["profile"] = eng.runtime.profile.name
-    # First start: the profile's missing models downloading in the background (enfoads.installer).
+    # First start: the profile's missing models downloading in the background (enfoads.models.installer).
     figures["downloads"] = eng.installer.status() if getattr(eng, "installer", None) else {}
     warmup = eng.warmer.status() if getattr(eng, "warmer", None) else {"state": "off", "roles": {}}
     figures["warm_state"] = warmup["state"]

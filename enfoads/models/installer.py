@@ -1,0 +1,574 @@
+"""A first start that serves: the server downloads its profile's missing models by itself.
+
+``enfoads serve`` on a machine that has not run ``enfoads preload`` finds
+which of its profile's models the loaders would not find (``registry.presence``,
+files only) and downloads them in the background, one after the other in the
+profile's order (image first), through ``enfoads.models.preload.preload``: the same
+pinned revisions, resumable partial files, size and sha256 checks and
+manifest as ``enfoads preload --profile P``. Each model is used as soon as it
+is installed; nothing waits for the others.
+
+While that happens:
+
+- ``status()`` (``/gpu-status`` ``downloads``) gives, per model, its ``state``
+  (``queued``, ``downloading``, ``installed``, ``failed``; ``offline`` or
+  ``off`` where nothing is downloaded), ``bytes_done``, ``bytes_total`` and
+  ``percent``. Progress is read from the disk (the partial files preload
+  writes and resumes), so a resumed download starts where it stopped.
+- the event bus carries ``ModelDownload`` events (``model.download``) on each
+  change of state and while bytes arrive (about once a second);
+- the log says what is missing, the progress every few seconds, and each
+  model installed or failed;
+- a job that needs a model still downloading fails with
+  ``ModelDownloadingError`` (HTTP 503, ``model_downloading``), its progress in
+  the message, instead of ``model_not_installed``.
+
+Nothing is downloaded with ``HF_HUB_OFFLINE=1`` or ``ENFOADS_AUTO_DOWNLOAD=off``:
+the log and every 503 for a missing model then name the command to run,
+``enfoads preload --profile P``. The tiny profile has nothing to download (its
+kit is built on first use, as always).
+
+``ENFOADS_CATALOG_OVERRIDES`` (a test switch) names a JSON file that replaces,
+for the download only, the fields of catalogue sources a replica hub cannot
+match: a release archive's ``url``, ``sha256`` and ``bytes``, and the published
+``sha256`` digests of hub files (``enfoads.testing.replicas``). Repositories,
+revisions and file patterns cannot be overridden, so what is installed is
+found by the same registry code as in production. ``catalog_overrides(a, b)``
+writes that file's content for two catalogues.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from enfoads.work import events as ev
+from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
+from enfoads.models.registry import ModelNotInstalledError
+
+__all__ = [
+    "Installer",
+    "ModelDownloadingError",
+    "apply_catalog_overrides",
+    "catalog_overrides",
+    "load_catalog_overrides",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKING, QUEUED, DOWNLOADING, INSTALLED, FAILED, OFFLINE, OFF = (
+    "checking", "queued", "downloading", "installed", "failed", "offline", "off",
+)
+IN_PROGRESS = frozenset({CHECKING, QUEUED, DOWNLOADING})
+
+# Fields of a source that a replica cannot match, by source type; nothing else may be overridden.
+OVERRIDABLE: dict[type, frozenset[str]] = {
+    UrlArchive: frozenset({"url", "sha256", "bytes"}),
+    HubFiles: frozenset({"sha256"}),
+}
+
+
+def _human(n: float | None) -> str:
+    from enfoads.models.preload import human_bytes
+
+    return human_bytes(n)
+
+
+class ModelDownloadingError(ModelNotInstalledError):
+    """A model the job needs is being downloaded by the server (HTTP 503 ``model_downloading``)."""
+
+    status = 503
+    code = "model_downloading"
+
+    def __init__(self, entry: ModelEntry, progress: Mapping[str, Any], *, command: str):
+        self.command = command
+        self.model_id = entry.id
+        self.progress = dict(progress)
+        state = progress.get("state")
+        if state == DOWNLOADING:
+            done = (
+                f"{progress.get('percent', 0):.0f}% ({_human(progress.get('bytes_done'))} "
+                f"of {_human(progress.get('bytes_total'))})"
+            )
+            what = f"is downloading: {done}"
+        elif state == QUEUED:
+            what = f"is queued for download ({_human(progress.get('bytes_total'))}) after the models before it"
+        else:
+            what = "is about to be downloaded (the server is checking what it needs)"
+        message = f"model {entry.id!r} {what}; it is used as soon as it is installed: retry in a minute"
+        # EnfoadsError's constructor: the message is written here, not ModelNotInstalledError's.
+        super(ModelNotInstalledError, self).__init__(message, details={"model_id": entry.id, **self.progress})
+
+
+# --------------------------------------------------------------------------- catalogue overrides
+
+
+def load_catalog_overrides(path: Path | str | None) -> dict[str, dict[str, dict[str, Any]]]:
+    """The ``{model_id: {component: {field: value}}}`` of an overrides file (empty without one)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"ENFOADS_CATALOG_OVERRIDES: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"ENFOADS_CATALOG_OVERRIDES: {path} must map model ids to {{component: {{field: value}}}}")
+    return data
+
+
+def apply_catalog_overrides(entries: Sequence[ModelEntry], overrides: Mapping[str, Mapping]) -> list[ModelEntry]:
+    """``entries`` with the overridden source fields replaced; anything but ``OVERRIDABLE`` is refused."""
+    out = []
+    for entry in entries:
+        changes = overrides.get(entry.id)
+        if not changes:
+            out.append(entry)
+            continue
+        sources = dict(entry.sources)
+        for name, values in changes.items():
+            src = sources.get(name)
+            if src is None:
+                raise ValueError(f"catalogue overrides: {entry.id} has no source {name!r}")
+            allowed = OVERRIDABLE[type(src)]
+            refused = sorted(set(values) - allowed)
+            if refused:
+                raise ValueError(
+                    f"catalogue overrides: {entry.id}.{name} may override only {sorted(allowed)}, not {refused}"
+                )
+            values = dict(values)
+            if "sha256" in values and isinstance(src, HubFiles):
+                values["sha256"] = tuple((str(p), str(d)) for p, d in values["sha256"])
+            sources[name] = replace(src, **values)
+        out.append(replace(entry, sources=sources))
+    return out
+
+
+def catalog_overrides(base: Mapping[str, ModelEntry], changed: Mapping[str, ModelEntry]) -> dict:
+    """The JSON-ready overrides that turn ``base``'s sources into ``changed``'s (only ``OVERRIDABLE`` fields)."""
+    out: dict[str, dict] = {}
+    for model_id, entry in changed.items():
+        original = base.get(model_id)
+        if original is None or original.sources == entry.sources:
+            continue
+        for name, src in entry.sources.items():
+            before = original.sources.get(name)
+            if before == src:
+                continue
+            if before is None or type(before) is not type(src):
+                raise ValueError(f"{model_id}.{name}: the source itself differs, which an override cannot express")
+            diff = {}
+            for f in fields(src):
+                old, new = getattr(before, f.name), getattr(src, f.name)
+                if old == new:
+                    continue
+                if f.name not in OVERRIDABLE[type(src)]:
+                    raise ValueError(f"{model_id}.{name}.{f.name} differs, which an override may not change")
+                diff[f.name] = [list(pair) for pair in new] if f.name == "sha256" and isinstance(src, HubFiles) else new
+            out.setdefault(model_id, {})[name] = diff
+    return out
+
+
+# --------------------------------------------------------------------------- progress from the disk
+
+
+@dataclass
+class _FileProbe:
+    size: int
+    done: Path | None  # a file (hub blob) or a folder (unpacked archive) that exists once the file is in
+    partial: Path
+
+
+@dataclass
+class _Track:
+    entry: ModelEntry
+    state: str
+    bytes_total: int
+    bytes_done: int = 0
+    message: str = ""
+    probes: list[_FileProbe] = field(default_factory=list)
+    started_at: float | None = None
+    seconds: float | None = None
+    attempts: int = 0
+
+    def percent(self) -> float:
+        if self.state == INSTALLED:
+            return 100.0
+        if not self.bytes_total:
+            return 0.0
+        return round(min(100.0, 100.0 * self.bytes_done / self.bytes_total), 1)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "state": self.state,
+            "bytes_done": int(self.bytes_done),
+            "bytes_total": int(self.bytes_total),
+            "percent": self.percent(),
+            "role": self.entry.role,
+        }
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+def _probes(plan, models_dir: Path) -> list[_FileProbe]:
+    """Where each file the plan still has to fetch lands: preload's blob and partial paths."""
+    from enfoads.models.preload import _partial_path, repo_storage
+
+    probes = []
+    for comp in plan.components:
+        for fp in comp.files:
+            if fp.present or not fp.key:
+                continue
+            size = int(fp.size or 0)
+            if comp.is_archive:
+                done = Path(models_dir) / comp.source.unpack_to
+                partial = _partial_path(models_dir, "archives", fp.key)
+            else:
+                storage = repo_storage(models_dir, comp.source.repo_id)
+                done = storage / "blobs" / fp.key
+                partial = _partial_path(models_dir, storage.name, fp.key)
+            probes.append(_FileProbe(size, done, partial))
+    return probes
+
+
+def _bytes_on_disk(probes: Sequence[_FileProbe]) -> int:
+    total = 0
+    for p in probes:
+        try:
+            if p.done is not None and (p.done.is_file() or (p.done.is_dir() and any(p.done.iterdir()))):
+                total += p.size
+                continue
+        except OSError:
+            pass
+        try:
+            total += min(p.size or 1 << 62, p.partial.stat().st_size)
+        except OSError:
+            pass
+    return total
+
+
+# --------------------------------------------------------------------------- the installer
+
+
+class Installer:
+    """Downloads a profile's missing models in a background thread; see the module docstring.
+
+    Args:
+        models_dir: the cache the registry reads (``ENFOADS_MODELS_DIR``).
+        profile: the resolved profile name (``cpu``, ``t4``...).
+        bus: where ``ModelDownload`` events go (``None``: nowhere).
+        mode: ``auto`` (download) or ``off`` (only report what is missing).
+        catalog: the catalogue to select from (default ``enfoads.models.catalog.CATALOG``).
+        overrides: ``{model_id: {component: {field: value}}}`` for the download (tests).
+        retries: further attempts after a failed download (each resumes the partial files).
+        retry_delay_s: wait before the first retry (doubled each time).
+        poll_s: how often progress is read from the disk.
+        log_every_s: how often the log shows a download's progress.
+    """
+
+    def __init__(
+        self,
+        models_dir: Path,
+        profile: str,
+        *,
+        bus: ev.EventBus | None = None,
+        mode: str = "auto",
+        catalog: Mapping[str, ModelEntry] | None = None,
+        overrides: Mapping[str, Mapping] | None = None,
+        retries: int = 2,
+        retry_delay_s: float = 5.0,
+        poll_s: float = 0.5,
+        log_every_s: float = 5.0,
+    ):
+        if mode not in ("auto", "off"):
+            raise ValueError(f"mode must be 'auto' or 'off', not {mode!r}")
+        self.models_dir = Path(models_dir)
+        self.profile = profile
+        self.bus = bus
+        self.mode = mode
+        self.catalog = catalog
+        self.overrides = dict(overrides or {})
+        self.retries = int(retries)
+        self.retry_delay_s = float(retry_delay_s)
+        self.poll_s = float(poll_s)
+        self.log_every_s = float(log_every_s)
+        self._tracks: dict[str, _Track] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_event: dict[str, tuple[float, float, str]] = {}  # model id -> (time, percent, state)
+
+    @classmethod
+    def from_settings(cls, settings, profile: str, bus: ev.EventBus | None = None, **kwargs) -> "Installer":
+        return cls(
+            settings.models_dir, profile, bus=bus, mode=settings.auto_download,
+            overrides=load_catalog_overrides(settings.catalog_overrides), **kwargs,
+        )
+
+    @property
+    def command(self) -> str:
+        """What installs everything by hand (and what the 503s say when nothing is downloaded)."""
+        return f"enfoads preload --profile {self.profile}"
+
+    # ------------------------------------------------------------------ what is missing
+
+    def _entries(self) -> list[ModelEntry]:
+        from enfoads.models.preload import select_models
+
+        entries = select_models(self.profile, catalog=self.catalog)
+        return apply_catalog_overrides(entries, self.overrides)
+
+    def start(self) -> "Installer":
+        """Find the missing models (files only, no network) and, in ``auto`` mode, start downloading them."""
+        from enfoads.models.preload import _offline
+        from enfoads.models.registry import presence
+
+        missing = [e for e in self._entries() if e.sources and not e.tiny and not presence(e, self.models_dir).present]
+        if not missing:
+            self._done.set()
+            return self
+        offline = _offline()
+        if self.mode == "off" or offline:
+            state = OFF if self.mode == "off" else OFFLINE
+            why = "ENFOADS_AUTO_DOWNLOAD=off" if state == OFF else "HF_HUB_OFFLINE=1 is set"
+            message = f"not installed and {why}, so the server downloads nothing: run `{self.command}`"
+            with self._lock:
+                for e in missing:
+                    self._tracks[e.id] = _Track(e, state, int(e.download_bytes), message=message)
+            log.warning(
+                "%d model(s) of the %s profile are missing (%s; about %s) and %s, so nothing is downloaded: "
+                "run `%s` (with a network), then restart. Until then, requests that need them answer 503.",
+                len(missing), self.profile, ", ".join(e.id for e in missing),
+                _human(sum(e.download_bytes for e in missing)), why, self.command,
+            )
+            for e in missing:
+                self._publish(self._tracks[e.id], force=True)
+            self._done.set()
+            return self
+        with self._lock:
+            for e in missing:
+                self._tracks[e.id] = _Track(e, CHECKING, int(e.download_bytes))
+        self._thread = threading.Thread(target=self._run, args=(missing,), name="enfoads-installer", daemon=True)
+        self._thread.start()
+        return self
+
+    # ------------------------------------------------------------------ the download thread
+
+    def _run(self, missing: list[ModelEntry]) -> None:
+        try:
+            self._install_all(missing)
+        except Exception as exc:  # noqa: BLE001 - reported in the status and on every request
+            log.exception("the automatic model download stopped")
+            with self._lock:
+                for t in self._tracks.values():
+                    if t.state in IN_PROGRESS:
+                        t.state, t.message = FAILED, f"the download stopped: {exc}; run `{self.command}`"
+            for t in list(self._tracks.values()):
+                self._publish(t, force=True)
+        finally:
+            self._done.set()
+
+    def _install_all(self, missing: list[ModelEntry]) -> None:
+        from enfoads.models.preload import InsufficientDiskError, preload
+
+        try:
+            plan = preload(missing, models_dir=self.models_dir, dry_run=True, progress=False, out=None)
+        except InsufficientDiskError as exc:
+            self._fail_all(str(exc))
+            return
+        plans = {p.entry.id: p for p in plan.models}
+        with self._lock:
+            for e in missing:
+                t = self._tracks[e.id]
+                p = plans.get(e.id)
+                if p is not None and p.status == "download":
+                    t.probes = _probes(p, self.models_dir)
+                    t.bytes_total = sum(pr.size for pr in t.probes) or int(e.download_bytes)
+                    t.bytes_done = _bytes_on_disk(t.probes)
+                t.state = QUEUED
+        if not plan.fits:
+            self._fail_all(
+                f"not enough free disk: {_human(plan.needed_bytes)} to download plus a {_human(plan.margin_bytes)} "
+                f"margin, {_human(plan.free_bytes)} free in {self.models_dir}"
+            )
+            return
+        total = sum(t.bytes_total - t.bytes_done for t in self._tracks.values())
+        log.info(
+            "%d model(s) of the %s profile are missing (%s): downloading %s in the background "
+            "(ENFOADS_AUTO_DOWNLOAD=off turns this off); each is used as soon as it is installed, "
+            "until then requests that need it answer 503 model_downloading",
+            len(missing), self.profile, ", ".join(e.id for e in missing), _human(total),
+        )
+        for t in list(self._tracks.values()):
+            self._publish(t, force=True)
+        for entry in missing:
+            if self._stop.is_set():
+                return
+            self._install(self._tracks[entry.id])
+
+    def _fail_all(self, message: str) -> None:
+        log.error("automatic model download refused: %s; run `%s` after freeing space", message, self.command)
+        with self._lock:
+            for t in self._tracks.values():
+                t.state, t.message = FAILED, f"{message}; run `{self.command}`"
+        for t in list(self._tracks.values()):
+            self._publish(t, force=True)
+
+    def _install(self, track: _Track) -> None:
+        from enfoads.models.preload import PreloadError, preload
+        from enfoads.models.registry import presence
+
+        entry = track.entry
+        for attempt in range(self.retries + 1):
+            with self._lock:
+                track.state, track.message, track.attempts = DOWNLOADING, "", attempt + 1
+                track.started_at = track.started_at or time.monotonic()
+            self._publish(track, force=True)
+            log.info("downloading %s (%s, %s)", entry.id, entry.role, _human(track.bytes_total))
+            stop_watch = threading.Event()
+            watcher = threading.Thread(
+                target=self._watch, args=(track, stop_watch), name="enfoads-installer-progress", daemon=True
+            )
+            watcher.start()
+            note = ""
+            try:
+                report = preload([entry], models_dir=self.models_dir, progress=False, out=None)
+                status = report.models[0].status if report.models else "missing"
+                note = report.models[0].note if report.models else ""
+                ok = report.ok and status in ("downloaded", "present")
+            except PreloadError as exc:
+                ok, note = False, str(exc)
+            except Exception as exc:  # noqa: BLE001 - retried, then reported
+                ok, note = False, f"{type(exc).__name__}: {exc}"
+            finally:
+                stop_watch.set()
+                watcher.join(5)
+            here = presence(entry, self.models_dir)
+            if ok and here.present:
+                with self._lock:
+                    track.state, track.bytes_done = INSTALLED, track.bytes_total
+                    track.seconds = time.monotonic() - (track.started_at or time.monotonic())
+                    track.message = ""
+                self._publish(track, force=True)
+                log.info("%s is installed (%s in %.1f s)", entry.id, _human(track.bytes_total), track.seconds)
+                return
+            if ok:
+                note = f"downloaded, but the loader would not find it: {here.detail}"
+            if attempt < self.retries and not self._stop.is_set():
+                delay = self.retry_delay_s * (2**attempt)
+                log.warning("downloading %s failed (%s); retrying in %.0f s (partial files are resumed)",
+                            entry.id, note, delay)
+                with self._lock:
+                    track.message = f"attempt {attempt + 1} failed ({note}); retrying"
+                if self._stop.wait(delay):
+                    return
+                continue
+            with self._lock:
+                track.state, track.message = FAILED, f"the download failed: {note}; run `{self.command}`"
+            self._publish(track, force=True)
+            log.error("could not download %s: %s. Requests that need it answer 503; run `%s`.",
+                      entry.id, note, self.command)
+            return
+
+    def _watch(self, track: _Track, stop: threading.Event) -> None:
+        last_log = time.monotonic()
+        while not stop.wait(self.poll_s):
+            done = min(track.bytes_total, _bytes_on_disk(track.probes)) if track.probes else track.bytes_done
+            with self._lock:
+                if track.state != DOWNLOADING:
+                    return
+                track.bytes_done = max(track.bytes_done, done) if track.probes else done
+            self._publish(track)
+            if time.monotonic() - last_log >= self.log_every_s:
+                last_log = time.monotonic()
+                log.info("downloading %s: %.0f%% (%s of %s)", track.entry.id, track.percent(),
+                         _human(track.bytes_done), _human(track.bytes_total))
+
+    # ------------------------------------------------------------------ events
+
+    def _publish(self, track: _Track, *, force: bool = False) -> None:
+        if self.bus is None:
+            return
+        with self._lock:
+            snapshot = track.as_dict()
+        now = time.monotonic()
+        last = self._last_event.get(track.entry.id)
+        if not force and last is not None:
+            if last[2] == snapshot["state"] and (now - last[0] < 1.0 or snapshot["percent"] - last[1] < 1.0):
+                return
+        self._last_event[track.entry.id] = (now, snapshot["percent"], snapshot["state"])
+        try:
+            self.bus.publish(ev.ModelDownload(
+                model_id=track.entry.id, state=snapshot["state"], bytes_done=snapshot["bytes_done"],
+                bytes_total=snapshot["bytes_total"], percent=snapshot["percent"], message=snapshot.get("message", ""),
+            ))
+        except Exception:  # noqa: BLE001 - a closed bus at shutdown, say; the status stays right
+            log.debug("could not publish the download state of %s", track.entry.id, exc_info=True)
+
+    # ------------------------------------------------------------------ reading
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """``{model_id: {state, bytes_done, bytes_total, percent, role, message?}}`` of every model it handles."""
+        with self._lock:
+            return {model_id: t.as_dict() for model_id, t in self._tracks.items()}
+
+    def progress(self, model_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            t = self._tracks.get(model_id)
+            return None if t is None else t.as_dict()
+
+    @property
+    def busy(self) -> bool:
+        """True while some model is still to be downloaded."""
+        with self._lock:
+            return any(t.state in IN_PROGRESS for t in self._tracks.values())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every download ended (installed or failed); False on timeout."""
+        return self._done.wait(timeout)
+
+    def explain(self, exc: ModelNotInstalledError) -> Exception:
+        """The error a request gets for a model not installed: downloading, or the command to run."""
+        with self._lock:
+            t = self._tracks.get(getattr(exc, "model_id", None))
+            if t is None:
+                return exc
+            entry, state, snapshot = t.entry, t.state, t.as_dict()
+        if isinstance(exc, ModelDownloadingError) or state == INSTALLED:
+            return exc
+        if state in IN_PROGRESS:
+            return ModelDownloadingError(entry, snapshot, command=self.command)
+        if state == OFF:
+            reason = "automatic downloads are off (ENFOADS_AUTO_DOWNLOAD=off)"
+        elif state == OFFLINE:
+            reason = "HF_HUB_OFFLINE=1 is set, so the server downloads nothing"
+        else:
+            reason = snapshot.get("message", "the download failed").split("; run `")[0]
+        return ModelNotInstalledError(entry, reason, command=self.command)
+
+    def guard(self, handler: Callable[[dict, Any], Any]) -> Callable[[dict, Any], Any]:
+        """``handler`` whose not-installed errors say downloading + progress, or the command to run."""
+
+        @functools.wraps(handler)
+        def run(params, ctx):
+            try:
+                return handler(params, ctx)
+            except ModelNotInstalledError as exc:
+                better = self.explain(exc)
+                if better is exc:
+                    raise
+                raise better from exc
+
+        return run
+
+    def close(self, timeout: float = 0.0) -> None:
+        """Stop after the current model (a download in flight is left to its daemon thread; it resumes next start)."""
+        self._stop.set()
+        if self._thread is not None and timeout:
+            self._thread.join(timeout)

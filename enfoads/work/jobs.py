@@ -1,0 +1,766 @@
+"""The job queue: a SQLite job store, one GPU worker, a small CPU pool.
+
+Every model call runs as a job, also the endpoints that look synchronous
+(they use ``submit_and_wait``). A job is a row in ``<data_dir>/enfoads.sqlite3``;
+the row is the truth, so the latest state of every job is always readable and
+survives a restart of the process.
+
+Order: one GPU worker runs ``device="gpu"`` jobs one at a time; a pool of
+``cpu_workers`` threads runs ``device="cpu"`` jobs. Within a device class jobs
+start in creation order (FIFO by the row's ``seq``). A job re-queued after a
+restart keeps its ``seq``, so it runs before jobs created after it. There are
+no priorities.
+
+States: ``queued -> running -> succeeded | failed | cancelled``, and
+``queued -> cancelled``. ``attempts`` counts starts. A handler's exception
+fails the job at once (no retry); only an interruption (restart, shutdown)
+puts a job back in the queue, and only while ``attempts < max_attempts``.
+
+Cancel: a queued job is cancelled at once. A running job is flagged; its next
+``ctx.progress`` call raises ``JobCancelled`` and the job ends ``cancelled``.
+A handler that returns before calling ``ctx.progress`` again ends
+``succeeded`` (the cancel came too late to save any work).
+
+Restart recovery (``start``): a job found ``running`` was interrupted. With
+``attempts < max_attempts`` it is re-queued (stage "re-queued after a
+restart"); otherwise it fails with "interrupted by a restart"; if a cancel had
+been asked for, it ends ``cancelled``. Queued jobs simply resume. Every change
+is published as an event.
+
+Shutdown (``close``): workers take no new job, ``wait`` and
+``submit_and_wait`` return at once with the job unfinished; a running job may finish
+within ``shutdown_grace_s``; after that it is stopped at its next
+``ctx.progress`` and put back in the queue exactly like a restart would
+(so the next start runs it again). A handler that never reports progress is
+abandoned in its daemon thread; its row stays ``running`` and the next start
+recovers it.
+
+One process per data dir: ``start`` takes every ``running`` row for an
+interrupted one.
+
+Events (``enfoads.work.events``) are published after each change is committed:
+JobCreated, JobProgress (also at start and on re-queue), then one of
+JobSucceeded, JobFailed, JobCancelled. A job's JobCreated always comes first
+and its final event last. Progress rows and their events are written by a
+background lane (``enfoads.work.serial``), so a handler's ``ctx.progress`` costs
+a cancel check and an append, not a SQLite write; a job's final state waits
+for its progress to be written. Subscribers run in a worker thread or in that
+lane and must not ``submit`` jobs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from enfoads.work import events as ev
+from enfoads.work.assets import Asset, AssetStore
+from enfoads.work.db import Database
+from enfoads.errors import EnfoadsError, redact_paths, status_and_code
+from enfoads.work.events import EventBus
+from enfoads.work.schema import database
+from enfoads.work.serial import SerialLane
+
+__all__ = [
+    "GPU",
+    "CPU",
+    "STATES",
+    "Job",
+    "JobContext",
+    "JobQueue",
+    "JobError",
+    "JobCancelled",
+    "JobNotFound",
+    "QueueFullError",
+    "UnknownJobKind",
+]
+
+log = logging.getLogger(__name__)
+
+GPU = "gpu"
+CPU = "cpu"
+DEVICES = (GPU, CPU)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+REQUEUED_AFTER_RESTART = "re-queued after a restart"
+INTERRUPTED_BY_RESTART = "interrupted by a restart"
+
+_MAX_STAGE = 200
+_MAX_ERROR = 2000
+
+
+
+class JobError(EnfoadsError):
+    """Base class for job queue errors."""
+
+
+class QueueFullError(JobError):
+    """``max_queued`` jobs are already waiting. The web layer maps this to 429.
+
+    ``retry_after_s``: about when a place frees up (the mean time a job of that
+    device has been taking), for the ``Retry-After`` header.
+    """
+
+    status, code = 429, "queue_full"
+
+    def __init__(self, message: str = "the job queue is full; retry later", *, retry_after_s: int = 30):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class JobNotFound(JobError, KeyError):
+    status, code = 404, "job_not_found"
+
+
+class UnknownJobKind(JobError, KeyError):
+    status, code = 400, "unknown_job_kind"
+
+
+class JobCancelled(Exception):
+    """Raised by ``ctx.progress`` inside a handler whose job was cancelled.
+
+    Handlers may catch it to clean up but should re-raise it.
+    """
+
+
+class _Interrupted(JobCancelled):
+    """Raised by ``ctx.progress`` when ``close`` stops a job after its grace period."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A snapshot of one job's row."""
+
+    id: str
+    kind: str
+    device: str
+    state: str
+    params: dict
+    progress: int
+    stage: str
+    preview_asset_id: str | None
+    result: dict | None
+    error: dict | None  # {"type": ..., "message": ...}
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    attempts: int
+    cancel_requested: bool
+    seq: int
+
+    @property
+    def done(self) -> bool:
+        """True once the job is succeeded, failed or cancelled."""
+        return self.state in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d.pop("seq")
+        return d
+
+
+def _job(row) -> Job:
+    error = None
+    if row["error_type"] is not None or row["error_message"] is not None:
+        error = {"type": row["error_type"], "message": row["error_message"]}
+        if row["error_status"] is not None:  # how the web answers it (none for an interruption)
+            error.update(status=row["error_status"], code=row["error_code"])
+    return Job(
+        id=row["id"],
+        kind=row["kind"],
+        device=row["device"],
+        state=row["state"],
+        params=json.loads(row["params"]),
+        progress=row["progress"],
+        stage=row["stage"],
+        preview_asset_id=row["preview_asset_id"],
+        result=json.loads(row["result"]) if row["result"] is not None else None,
+        error=error,
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        cancel_requested=bool(row["cancel_requested"]),
+        seq=row["seq"],
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class JobContext:
+    """What a handler gets besides its params: progress, cancellation, the asset store.
+
+    Attributes:
+        job_id: the job's id.
+        kind: the job's kind.
+        attempt: 1 on the first run, 2 after a restart re-queued it, ...
+        assets: the queue's ``AssetStore`` (``None`` if the queue has none).
+    """
+
+    def __init__(self, queue: "JobQueue", job: Job):
+        self._queue = queue
+        self.job_id = job.id
+        self.kind = job.kind
+        self.attempt = job.attempts
+        self.assets: AssetStore | None = queue.assets
+        self.asset_ids: list[str] = []  # saved through save_bytes/save_file, in order
+        self._params = job.params
+        self._last: tuple | None = None
+
+    def progress(self, percent: float, stage: str | None = None, preview_asset_id: str | None = None) -> None:
+        """Report progress (0-100) and a stage message; the step boundary where cancellation lands.
+
+        Raises:
+            JobCancelled: the job was cancelled (or the queue is shutting down
+                past its grace period); let it propagate.
+        """
+        self._queue._progress(self, percent, stage, preview_asset_id)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel (or a shutdown past its grace period) was asked for."""
+        return self._queue._flag(self.job_id) is not None
+
+    def save_bytes(self, data: bytes, mime: str, **meta) -> Asset:
+        """``assets.save_bytes`` with this job's id and params filled in; the id goes into the result."""
+        asset = self._require_assets().save_bytes(data, mime, **self._meta(meta))
+        self.asset_ids.append(asset.id)
+        return asset
+
+    def save_file(self, src: str | Path, mime: str, **meta) -> Asset:
+        """``assets.save_file`` with this job's id and params filled in."""
+        asset = self._require_assets().save_file(src, mime, **self._meta(meta))
+        self.asset_ids.append(asset.id)
+        return asset
+
+    def _meta(self, meta: dict) -> dict:
+        meta.setdefault("job_id", self.job_id)
+        meta.setdefault("params", self._params)
+        return meta
+
+    def _require_assets(self) -> AssetStore:
+        if self.assets is None:
+            raise JobError("this job queue has no asset store")
+        return self.assets
+
+
+Handler = Callable[[dict, JobContext], "dict | None"]
+
+
+class JobQueue:
+    """Persistent jobs, run by one GPU worker and a small CPU pool.
+
+    Args:
+        db_path: the data dir (meaning its ``enfoads.sqlite3``), a ``*.sqlite3`` file, or an
+            open ``Database`` shared with the other stores (``enfoads.work.schema``).
+        assets: where handlers save outputs (``ctx.assets``); its quota is
+            enforced after every finished job.
+        bus: where events go; default an ``EventBus`` with no subscribers.
+        max_queued: past this many queued jobs, ``submit`` raises ``QueueFullError``.
+        cpu_workers: threads for ``device="cpu"`` jobs.
+        max_attempts: how many starts an interrupted job may get in all.
+        shutdown_grace_s: how long ``close`` lets a running job finish.
+        wal: try SQLite's WAL journal (falls back to DELETE where unsupported).
+        clock: the time source for timestamps.
+
+    Register handlers, then ``start()``; jobs may be submitted before that.
+    """
+
+    def __init__(
+        self,
+        db_path: "str | Path | Database",
+        *,
+        assets: AssetStore | None = None,
+        bus: EventBus | None = None,
+        max_queued: int = 1000,
+        cpu_workers: int = 2,
+        max_attempts: int = 2,
+        shutdown_grace_s: float = 30.0,
+        wal: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
+        if cpu_workers < 1 or max_attempts < 1 or max_queued < 1:
+            raise ValueError("cpu_workers, max_attempts and max_queued must be at least 1")
+        self.assets = assets
+        self.bus = bus if bus is not None else EventBus()
+        self.max_queued = int(max_queued)
+        self.cpu_workers = int(cpu_workers)
+        self.max_attempts = int(max_attempts)
+        self.shutdown_grace_s = float(shutdown_grace_s)
+        self._clock = clock
+        self._db, self._owns_db = database(db_path, wal=wal)
+        self._handlers: dict[str, tuple[Handler, str]] = {}
+        # Claims happen under the device's condition and submits insert and
+        # publish JobCreated under it, so no worker can start a job (and
+        # publish its progress) before its JobCreated event.
+        self._wake = {d: threading.Condition() for d in DEVICES}
+        # Calls that run on a device's worker before its next job (``call_on_worker``).
+        self._calls: dict[str, deque[tuple[Callable[[], Any], Future]]] = {d: deque() for d in DEVICES}
+        self._done = threading.Condition()  # notified whenever a job finishes
+        self._flags: dict[str, str] = {}  # running job id -> "cancel" | "shutdown"
+        self._flags_lock = threading.Lock()
+        self._running: set[str] = set()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        # Progress rows and their events are written here, off the worker's path: a
+        # denoising step never waits for SQLite (or a Drive mount) or Socket.IO.
+        self._progress_lane = SerialLane("enfoads-job-progress")
+        self._mean_run_s: dict[str, float] = {}  # device -> moving mean of job run times (Retry-After)
+        self._started = False
+        self.poll_s = 1.0  # workers also look at the table this often (safety net)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def journal_mode(self) -> str:
+        """"wal", or "delete" where the filesystem does not support WAL."""
+        return self._db.journal_mode
+
+    def register(self, kind: str, handler: Handler, *, device: str = GPU) -> None:
+        """Run ``handler(params, ctx) -> dict`` for jobs of ``kind`` on ``device`` ("gpu" or "cpu").
+
+        Register every kind before ``start()``: a queued job whose kind has no
+        handler when a worker takes it fails with ``UnknownJobKind``.
+        """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        self._handlers[kind] = (handler, device)
+
+    def start(self) -> "JobQueue":
+        """Recover jobs interrupted by a previous process, then start the workers."""
+        if self._started:
+            return self
+        self._started = True
+        self._recover()
+        self._spawn(GPU, "enfoads-gpu-worker")
+        for i in range(self.cpu_workers):
+            self._spawn(CPU, f"enfoads-cpu-worker-{i + 1}")
+        self.cleanup_assets()
+        return self
+
+    def submit(self, kind: str, params: dict | None = None) -> Job:
+        """Queue a job.
+
+        Args:
+            kind: a registered kind, e.g. ``"image.generate"``.
+            params: JSON-serialisable parameters given to the handler. Keep
+                them small: put uploads in the asset store and pass their ids.
+
+        Returns:
+            The queued ``Job``.
+
+        Raises:
+            UnknownJobKind: no handler is registered for ``kind``.
+            JobError: the queue is shutting down (``close`` was called).
+            QueueFullError: ``max_queued`` jobs are already waiting.
+            TypeError, ValueError: ``params`` is not JSON-serialisable.
+        """
+        if self._stopping.is_set():
+            raise JobError("the job queue is shutting down")
+        entry = self._handlers.get(kind)
+        if entry is None:
+            raise UnknownJobKind(f"no handler registered for job kind {kind!r}")
+        device = entry[1]
+        params_json = _dumps(params or {})
+        job_id = uuid.uuid4().hex
+        cond = self._wake[device]
+        with cond:
+            with self._db.write() as conn:
+                (queued,) = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetchone()
+                if queued >= self.max_queued:
+                    wait_s = max(1, min(60, round(self._mean_run_s.get(device, 30.0))))
+                    raise QueueFullError(f"the queue is full ({queued} jobs waiting); try again in about {wait_s} s",
+                                         retry_after_s=wait_s)
+                row = conn.execute(
+                    "INSERT INTO jobs(id, kind, device, params, state, stage, created_at)"
+                    " VALUES (?, ?, ?, ?, 'queued', 'queued', ?) RETURNING *",
+                    (job_id, kind, device, params_json, self._clock()),
+                ).fetchone()
+            job = _job(row)
+            self._publish(ev.JobCreated(job_id=job.id, kind=kind, device=device))
+            cond.notify()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job's current state; ``JobNotFound`` if there is no such job."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return _job(row)
+
+    def list(self, *, states: Iterable[str] | None = None, kind: str | None = None, limit: int = 100) -> list[Job]:
+        """Jobs, newest first, optionally only in ``states`` or of one ``kind``."""
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if states is not None:
+            states = [*states]
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += states
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(int(limit))
+        with self._db.read() as conn:
+            return [_job(r) for r in conn.execute(sql, args).fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {s: 0 for s in STATES} | {r[0]: r[1] for r in rows}
+
+    def unfinished_job_ids(self) -> set[str]:
+        """Ids of queued and running jobs (their assets are never cleaned up)."""
+        with self._db.read() as conn:
+            return {r[0] for r in conn.execute("SELECT id FROM jobs WHERE state IN ('queued', 'running')")}
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job finished or ``timeout`` seconds passed; returns it either way.
+
+        Also returns (the job unfinished) once ``close`` began: this process
+        will not finish it, the next start will.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = None
+        with self._done:
+            while True:
+                try:
+                    job = self.get(job_id)
+                except sqlite3.ProgrammingError:  # closed under us by ``close``: the last state read
+                    if job is None or not self._stopping.is_set():
+                        raise
+                    return job
+                if job.done or self._stopping.is_set():
+                    return job
+                left = self.poll_s if deadline is None else min(self.poll_s, deadline - time.monotonic())
+                if left <= 0:
+                    return job
+                self._done.wait(left)
+
+    def submit_and_wait(self, kind: str, params: dict | None = None, timeout: float | None = None) -> Job:
+        """Submit, then wait up to ``timeout`` seconds.
+
+        Returns:
+            The finished job, or, on timeout, the job still queued or running:
+            it goes on, and the caller hands out ``job.id`` to poll.
+        """
+        job = self.submit(kind, params)
+        return self.wait(job.id, timeout)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job.
+
+        A queued job is ``cancelled`` at once; a running one is flagged and
+        stops at its next ``ctx.progress`` (the returned job is still
+        ``running``, with ``cancel_requested``); a finished one is unchanged.
+        """
+        with self._db.write() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            state = row["state"]
+            if state == QUEUED:
+                row = conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', stage = 'cancelled', cancel_requested = 1,"
+                    " finished_at = ? WHERE id = ? RETURNING *",
+                    (self._clock(), job_id),
+                ).fetchone()
+            elif state == RUNNING:
+                row = conn.execute(
+                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *", (job_id,)
+                ).fetchone()
+                # Inside the transaction: the worker's finish cannot slip in between.
+                with self._flags_lock:
+                    self._flags.setdefault(job_id, "cancel")
+        job = _job(row)
+        if state == QUEUED:
+            self._publish(ev.JobCancelled(job_id=job.id, kind=job.kind))
+            self._notify_done()
+        return job
+
+    def call_on_worker(self, fn: Callable[[], Any], *, device: str = GPU) -> Future:
+        """Run ``fn()`` on the ``device`` worker before the next job it takes; no row, no events.
+
+        For work that must not overlap that worker's jobs and that a job
+        arriving meanwhile should wait for, such as loading and warming up a
+        model at start (``enfoads.warmup``). Returns a ``Future``; a call still
+        waiting when the queue closes is cancelled.
+        """
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        future: Future = Future()
+        cond = self._wake[device]
+        with cond:
+            if self._stopping.is_set():
+                future.cancel()
+                return future
+            self._calls[device].append((fn, future))
+            cond.notify()
+        return future
+
+    def cleanup_assets(self) -> list[str]:
+        """Enforce the asset store's quota, sparing assets of unfinished jobs; returns removed ids."""
+        if self.assets is None or self.assets.quota_bytes is None:
+            return []
+        try:
+            return self.assets.cleanup(unfinished_jobs=self.unfinished_job_ids)
+        except Exception:
+            log.exception("asset clean-up failed")
+            return []
+
+    def close(self, grace_s: float | None = None) -> None:
+        """Stop the workers (see the module docstring for what happens to a running job).
+
+        Args:
+            grace_s: how long a running job may still take; default ``shutdown_grace_s``.
+        """
+        grace = self.shutdown_grace_s if grace_s is None else grace_s
+        self._stopping.set()
+        for device in DEVICES:
+            with self._wake[device]:
+                while self._calls[device]:
+                    self._calls[device].popleft()[1].cancel()
+        self._notify_done()  # submit_and_wait callers return now, with the job unfinished
+        for cond in self._wake.values():
+            with cond:
+                cond.notify_all()
+        self._join(grace)
+        if any(t.is_alive() for t in self._threads):
+            with self._flags_lock:
+                for job_id in self._running:
+                    self._flags[job_id] = "shutdown"
+            self._join(5.0)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.warning("abandoning workers %s: their jobs stay 'running' and are recovered at the next start", alive)
+            return  # their threads still use the database
+        self._progress_lane.close()
+        if self._owns_db:
+            self._db.close()
+
+    def __enter__(self) -> "JobQueue":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _publish(self, event: ev.Event) -> None:
+        try:
+            self.bus.publish(event)
+        except Exception:
+            # The row is the truth; a lost event must not lose the job.
+            log.exception("could not publish %s for job %s", event.type, event.job_id)
+
+    def _notify_done(self) -> None:
+        with self._done:
+            self._done.notify_all()
+
+    def _flag(self, job_id: str) -> str | None:
+        return self._flags.get(job_id)
+
+    def _join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _spawn(self, device: str, name: str) -> None:
+        t = threading.Thread(target=self._worker, args=(device,), name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _recover(self) -> None:
+        now = self._clock()
+        out: list[ev.Event] = []
+        with self._db.write() as conn:
+            rows = conn.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").fetchall()
+            for row in rows:
+                out.append(self._interrupt(conn, _job(row), now, "restart"))
+        for event in out:
+            log.warning("job %s (%s) was interrupted by a restart: %s", event.job_id, event.kind, event.type)
+            self._publish(event)
+
+    def _interrupt(self, conn, job: Job, now: float, cause: str) -> ev.Event:
+        """Put an interrupted running job back in the queue, or end it; returns its event."""
+        if job.cancel_requested:
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', stage = 'cancelled', finished_at = ? WHERE id = ?",
+                (now, job.id),
+            )
+            return ev.JobCancelled(job_id=job.id, kind=job.kind)
+        if job.attempts >= self.max_attempts:
+            message = INTERRUPTED_BY_RESTART if cause == "restart" else f"interrupted by a {cause}"
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', stage = 'failed', error_type = 'Interrupted',"
+                " error_message = ?, finished_at = ? WHERE id = ?",
+                (message, now, job.id),
+            )
+            return ev.JobFailed(job_id=job.id, kind=job.kind, error_type="Interrupted", error_message=message)
+        stage = REQUEUED_AFTER_RESTART if cause == "restart" else f"re-queued after a {cause}"
+        conn.execute(
+            "UPDATE jobs SET state = 'queued', progress = 0, stage = ?, preview_asset_id = NULL,"
+            " started_at = NULL WHERE id = ?",
+            (stage, job.id),
+        )
+        return ev.JobProgress(job_id=job.id, kind=job.kind, progress=0, stage=stage, state=QUEUED)
+
+    def _claim(self, device: str) -> Job | None:
+        with self._db.write() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, progress = 0,"
+                " stage = CASE WHEN attempts = 0 THEN 'started'"
+                "              ELSE 'started again (attempt ' || (attempts + 1) || ')' END"
+                " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND device = ? ORDER BY seq LIMIT 1)"
+                " RETURNING *",
+                (self._clock(), device),
+            ).fetchone()
+            if row is None:
+                return None
+            with self._flags_lock:
+                self._running.add(row["id"])
+        return _job(row)
+
+    def _worker(self, device: str) -> None:
+        cond = self._wake[device]
+        while True:
+            job = call = None
+            with cond:
+                while not self._stopping.is_set():
+                    if self._calls[device]:
+                        call = self._calls[device].popleft()
+                        break
+                    try:
+                        job = self._claim(device)
+                    except Exception:
+                        # e.g. a Drive mount that stalled past busy_timeout: retry later.
+                        log.exception("%s worker could not read the queue", device)
+                    if job is not None:
+                        break
+                    cond.wait(self.poll_s)
+            if call is not None:
+                self._call(*call)
+                continue
+            if job is None:
+                return
+            try:
+                self._run(job)
+            except Exception:
+                log.exception("%s worker failed around job %s", device, job.id)
+            finally:
+                with self._flags_lock:
+                    self._running.discard(job.id)
+                    self._flags.pop(job.id, None)
+                self._notify_done()
+
+    @staticmethod
+    def _call(fn: Callable[[], Any], future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller reads it from the future
+            future.set_exception(exc)
+
+    def _run(self, job: Job) -> None:
+        self._progress_lane.submit(self._publish, ev.JobProgress(job_id=job.id, kind=job.kind, progress=0,
+                                                                 stage=job.stage))
+        entry = self._handlers.get(job.kind)
+        if entry is None:
+            self._finish(job, FAILED, error=("UnknownJobKind", f"no handler registered for job kind {job.kind!r}",
+                                             500, "unknown_job_kind"))
+            return
+        ctx = JobContext(self, job)
+        started = time.monotonic()
+        try:
+            result = entry[0](dict(job.params), ctx)
+            if result is None:
+                result = {}
+            if not isinstance(result, dict):
+                raise TypeError(f"a job handler must return a dict, not {type(result).__name__}")
+            if ctx.asset_ids and "asset_ids" not in result:
+                result = {**result, "asset_ids": ctx.asset_ids}
+            result_json = _dumps(result)
+        except _Interrupted:
+            self._progress_lane.flush()
+            with self._db.write() as conn:
+                current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
+                event = self._interrupt(conn, current, self._clock(), "shutdown")
+            self._publish(event)
+        except JobCancelled:
+            self._finish(job, CANCELLED)
+        except Exception as exc:
+            log.exception("job %s (%s) failed", job.id, job.kind)
+            # Shown to clients (job views, events): no server paths; the log above has them.
+            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR],
+                                             *status_and_code(exc)))
+        else:
+            # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
+            self.cleanup_assets()
+            self._finish(job, SUCCEEDED, result=result, result_json=result_json)
+        finally:
+            took = time.monotonic() - started
+            mean = self._mean_run_s.get(job.device)
+            self._mean_run_s[job.device] = took if mean is None else 0.8 * mean + 0.2 * took
+
+    def _finish(self, job: Job, state: str, *, result: dict | None = None, result_json: str | None = None,
+                error: tuple[str, str, int, str] | None = None) -> None:
+        """``error``: (type name, message, HTTP status, code), kept so the web layer answers by the stored
+        status instead of by the name."""
+        self._progress_lane.flush()  # every progress event of the job comes before its last one
+        status, code = (error[2], error[3]) if error else (None, None)
+        with self._db.write() as conn:
+            conn.execute(
+                "UPDATE jobs SET state = ?, stage = ?, progress = CASE WHEN ? THEN 100 ELSE progress END,"
+                " result = ?, error_type = ?, error_message = ?, error_status = ?, error_code = ?, finished_at = ?"
+                " WHERE id = ?",
+                (state, state, state == SUCCEEDED, result_json, error[0] if error else None,
+                 error[1] if error else None, status, code, self._clock(), job.id),
+            )
+        if state == SUCCEEDED:
+            event: ev.Event = ev.JobSucceeded(job_id=job.id, kind=job.kind, result=result or {})
+        elif state == FAILED:
+            event = ev.JobFailed(job_id=job.id, kind=job.kind, error_type=error[0], error_message=error[1])
+        else:
+            event = ev.JobCancelled(job_id=job.id, kind=job.kind)
+        self._publish(event)
+
+    def _progress(self, ctx: JobContext, percent: float, stage: str | None, preview_asset_id: str | None) -> None:
+        flag = self._flags.get(ctx.job_id)
+        if flag is not None:
+            raise _Interrupted("the queue is shutting down") if flag == "shutdown" else JobCancelled("cancelled")
+        percent = max(0, min(100, int(percent)))
+        stage = None if stage is None else str(stage)[:_MAX_STAGE]
+        key = (percent, stage, preview_asset_id)
+        if key == ctx._last:
+            return  # nothing new: spare the database (Drive) a write
+        ctx._last = key
+        self._progress_lane.submit(self._write_progress, ctx.job_id, ctx.kind, percent, stage, preview_asset_id)
+
+    def _write_progress(self, job_id: str, kind: str, percent: int, stage: str | None,
+                        preview_asset_id: str | None) -> None:
+        with self._db.write() as conn:
+            row = conn.execute(
+                "UPDATE jobs SET progress = ?, stage = COALESCE(?, stage),"
+                " preview_asset_id = COALESCE(?, preview_asset_id) WHERE id = ? AND state = 'running'"
+                " RETURNING stage",
+                (percent, stage, preview_asset_id, job_id),
+            ).fetchone()
+        if row is None:
+            return  # finished meanwhile (a cancel, a shutdown): its last event was already published
+        self._publish(ev.JobProgress(job_id=job_id, kind=kind, progress=percent, stage=row[0],
+                                     preview_asset_id=preview_asset_id))
