@@ -435,7 +435,8 @@ class SdxlRig:
             return self.manager
         from enfoads.models.adapters import TorchPipelineAdapter
         from enfoads.models.profiles import PROFILES
-        from enfoads.models.residency import CudaProbe, NoProbe, ResidencyManager
+        from enfoads.models.residency import ResidencyManager
+        from enfoads.models.residency_types import CudaProbe, NoProbe
         from enfoads.settings import Settings
 
         paths = self.build()
@@ -479,7 +480,7 @@ class SdxlRig:
     @contextlib.contextmanager
     def lease(self):
         """``manager.use`` of the pipeline; the first lease loads it (timed: sdxl_load_seconds)."""
-        from enfoads.models.residency import ModelMemoryError
+        from enfoads.models.residency_types import ModelMemoryError
 
         manager = self.ensure_manager()
         t0 = time.perf_counter()
@@ -690,7 +691,7 @@ def check_residency(rig: SdxlRig, report: Report, args) -> None:
     import torch
 
     from enfoads.models.loaders.image import module_bytes
-    from enfoads.models.residency import CPU, GPU
+    from enfoads.models.residency_types import CPU, GPU
 
     dev = rig.dev
     with rig.lease() as pipe:  # loaded on the GPU tier (already, after the sdxl check)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from enfoads.models.adapters import staging_bytes_for
 from enfoads.models.catalog import CATALOG, GB
-from enfoads.models.residency import CPU, GPU, ResidencyManager
+from enfoads.models.residency import ResidencyManager
+from enfoads.models.residency_types import CPU, GPU
 from enfoads.testing.simulation import EXTRA_CPU_MODELS, SIMULATED_GPU_DEVICE, T4_HARDWARE, SimulatedAdapter, t4_budgets
 
 HERE = Path(__file__).parent

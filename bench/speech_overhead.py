@@ -70,7 +70,7 @@ def main() -> None:
     from enfoads.work.events import EventBus
     from enfoads.work.jobs import JobQueue
     from enfoads.models.runtime import build_runtime
-    from enfoads.services import speech
+    from enfoads.services import speech, speech_options, transcripts
     from enfoads.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="enfoads-bench-") as tmp:
@@ -94,7 +94,7 @@ def main() -> None:
         request = {"audio": audio_b64, "response_format": args.response_format,
                    "word_timestamps": args.word_timestamps, "temperature": 0}
         # The very options the service passes to faster-whisper, for the direct call.
-        whisper_kwargs = speech.parse_options(kind.validate(request)).whisper_kwargs()
+        whisper_kwargs = speech_options.parse_options(kind.validate(request)).whisper_kwargs()
         key = rt.model_key("speech")
 
         def direct() -> tuple[float, int]:
@@ -113,10 +113,10 @@ def main() -> None:
         def service() -> tuple[float, int]:
             t0 = time.perf_counter()
             params = service_kind.validate({**request, "audio": stored.id}, assets=store)
-            options = speech.parse_options(params, default_beam_size=service_kind.default_beam_size)
+            options = speech_options.parse_options(params, default_beam_size=service_kind.default_beam_size)
             audio = service_kind.decode(params["audio"], assets=store)
             transcript = service_kind.run(audio.samples, options, progress=lambda pct, stage: None)
-            speech.encode_body(speech.render(transcript, options.response_format))
+            transcripts.encode_body(transcripts.render(transcript, options.response_format))
             return time.perf_counter() - t0, len(transcript.segments)
 
         def job() -> tuple[float, int]:

@@ -42,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from enfoads.services.avatars import AvatarStore
-    from enfoads.services.video import VideoFormat, VideoRenderer, find_ffmpeg
+    from enfoads.services.video import VideoRenderer
+    from enfoads.services.video_canvas import VideoFormat
+    from enfoads.services.video_ffmpeg import find_ffmpeg
     from enfoads.models.tiny.piper import ensure_tiny_piper
     from enfoads.services.tts import TTS
 

@@ -13,3 +13,55 @@ import pytest  # noqa: E402
 def models_dir(tmp_path_factory):
     """One models dir for the whole session; tiny models are built into it once."""
     return tmp_path_factory.mktemp("models")
+
+
+# --------------------------------------------------------------------------- the app, as Flask's tutorial has it
+
+API_KEY = "test-key-0123456789"
+KEY_HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _prefix() -> str:
+    from enfoads.security import url_prefix
+
+    return "/" + url_prefix(API_KEY)
+
+
+PREFIX = _prefix()  # the secret URL prefix: what the frontend's pasted URL carries
+
+
+@pytest.fixture(scope="session")
+def app(models_dir, tmp_path_factory):
+    """The app ``enfoads serve`` runs (``create_app``), on the tiny profile, engine started and warm.
+
+    One per session: tests that need a fresh data dir or a real socket start a server
+    (``server_fixture.start_server``) instead.
+    """
+    from enfoads.models.tiny import build_tiny_kit
+    from enfoads.settings import Settings
+    from enfoads.web import create_app
+    from enfoads.web.state import EXTENSION
+
+    build_tiny_kit(models_dir)
+    settings = Settings(profile="tiny", models_dir=models_dir, data_dir=tmp_path_factory.mktemp("app") / "data",
+                        api_key=API_KEY, auto_download="off", sync_timeout_s=90, rate_limit="100000/minute")
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    state = app.extensions[EXTENSION]
+    state.holder.get(timeout=120)
+    yield app
+    state.holder.close()
+
+
+@pytest.fixture
+def client(app):
+    """A test client with no credentials (each test sends what a caller would)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def api(app):
+    """A test client that sends the API key, like a native API caller."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = KEY_HEADERS["Authorization"]
+    return client

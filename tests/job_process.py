@@ -16,7 +16,8 @@ import time
 
 from enfoads.work.assets import AssetStore
 from enfoads.work.events import EventBus
-from enfoads.work.jobs import CPU, GPU, JobQueue
+from enfoads.work.job_types import CPU, GPU
+from enfoads.work.jobs import JobQueue
 
 
 def partial_bytes(job_id: str) -> bytes:

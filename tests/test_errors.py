@@ -11,8 +11,8 @@ from flask import Flask
 import enfoads
 from enfoads import errors as E
 from enfoads.work.assets import AssetNotFound, SignatureError, SignatureExpired
-from enfoads.work.jobs import JobNotFound, QueueFullError, UnknownJobKind
-from enfoads.models.residency import ModelMemoryError, UnknownModelError
+from enfoads.work.job_types import JobNotFound, QueueFullError, UnknownJobKind
+from enfoads.models.residency_types import ModelMemoryError, UnknownModelError
 from enfoads.web import errors as web_errors
 
 RAISED = {

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from enfoads.services import media
+from enfoads.services import image_input
 from enfoads.models.adapters import CPU_PROVIDER, CUDA_PROVIDER, adapter_for
 from enfoads.work.assets import AssetStore
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
@@ -64,7 +64,7 @@ def env(models_dir, tmp_path_factory, hardware):
 
 
 def b64(bgr: np.ndarray, alpha=None) -> str:
-    return base64.b64encode(media.encode_png(bgr, alpha=alpha)).decode()
+    return base64.b64encode(image_input.encode_png(bgr, alpha=alpha)).decode()
 
 
 def swap(env, **params):
@@ -73,10 +73,10 @@ def swap(env, **params):
     return job
 
 
-def result_image(env, job) -> media.DecodedImage:
+def result_image(env, job) -> image_input.DecodedImage:
     asset = env.store.get(job.result["asset_id"])
     assert asset.mime == "image/png" and asset.job_id == job.id
-    return media.decode_image(env.store.read_bytes(asset.id), channels="BGR")
+    return image_input.decode_image(env.store.read_bytes(asset.id), channels="BGR")
 
 
 def changed(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -260,7 +260,7 @@ def test_asset_ids_as_inputs_and_alpha_kept(env):
     target = face_test_pattern(squares=TWO)
     alpha = np.full(target.shape[:2], 255, dtype=np.uint8)
     alpha[:40] = 0  # a transparent band on top
-    asset = env.store.save_bytes(media.encode_png(target, alpha=alpha), "image/png")
+    asset = env.store.save_bytes(image_input.encode_png(target, alpha=alpha), "image/png")
     job = swap(env, source_image=b64(source_picture()), target_image=asset.id)
     assert job.state == "succeeded", job.error
     out = result_image(env, job)
@@ -293,7 +293,7 @@ def test_paste_back_false_gives_aligned_faces(env):
     assert r["paste_back"] is False and [f["index"] for f in r["faces"]] == [1, 0]
     assert r["asset_id"] == r["faces"][0]["asset_id"] and (r["width"], r["height"]) == (128, 128)
     for face in r["faces"]:
-        crop = media.decode_image(env.store.read_bytes(face["asset_id"]))
+        crop = image_input.decode_image(env.store.read_bytes(face["asset_id"]))
         assert crop.pixels.shape == (128, 128, 3)
         assert np.asarray(face["matrix"]).shape == (2, 3)
 

@@ -17,7 +17,8 @@ from enfoads.work.jobs import JobQueue
 from enfoads.models.profiles import detect_hardware
 from enfoads.models.runtime import build_runtime
 from enfoads.services import images
-from enfoads.services.images import ASPECT_RATIOS, ImageService
+from enfoads.services.image_options import ASPECT_RATIOS
+from enfoads.services.images import ImageService
 from enfoads.services.previews import MAX_PREVIEW_BYTES
 from enfoads.settings import Settings
 from enfoads.models.tiny.sdxl import LIGHTNING_UNET_FILES

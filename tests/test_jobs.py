@@ -18,15 +18,15 @@ from enfoads.work import events as ev
 from enfoads.work.assets import AssetStore
 from enfoads.errors import UnprocessableInput
 from enfoads.work.events import EventBus, RecordingBus
-from enfoads.work.jobs import (
+from enfoads.work.job_types import (
     CPU,
     GPU,
     JobCancelled,
     JobNotFound,
-    JobQueue,
     QueueFullError,
     UnknownJobKind,
 )
+from enfoads.work.jobs import JobQueue
 
 import job_process
 

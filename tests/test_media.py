@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 import pytest
 
-from enfoads.services import media
+from enfoads.services import audio_input, image_input, media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -106,7 +106,7 @@ def test_bytes_base64_and_data_uri_give_the_same_pixels():
         base64.urlsafe_b64encode(raw).decode().rstrip("="),  # URL-safe, no padding
     ]
     for value in variants:
-        decoded = media.decode_image(value, field="image", channels="RGB")
+        decoded = image_input.decode_image(value, field="image", channels="RGB")
         assert np.array_equal(decoded.pixels, rgb)
         assert (decoded.width, decoded.height) == (32, 24) and decoded.alpha is None
         assert decoded.info.mime == "image/png"
@@ -145,26 +145,27 @@ def test_asset_ids_are_recognised_and_never_base64_images():
 def test_declared_type_must_match_the_data():
     raw = jpeg_bytes(pattern())
     b64 = base64.b64encode(raw).decode()
-    err = refused(UnsupportedMediaType, "src", media.probe_image, f"data:image/png;base64,{b64}", field="src",
+    err = refused(UnsupportedMediaType, "src", image_input.probe_image, f"data:image/png;base64,{b64}", field="src",
                   match="image/jpeg")
     assert err.status == 415
-    refused(UnsupportedMediaType, "src", media.probe_image, f"data:text/plain;base64,{b64}", field="src",
+    refused(UnsupportedMediaType, "src", image_input.probe_image, f"data:text/plain;base64,{b64}", field="src",
             match="not as an image")
     # Common aliases are the same type.
-    assert media.probe_image(f"data:image/jpg;base64,{b64}", field="src").mime == "image/jpeg"
+    assert image_input.probe_image(f"data:image/jpg;base64,{b64}", field="src").mime == "image/jpeg"
 
 
 def test_not_an_image_is_415():
-    err = refused(UnsupportedMediaType, "target_image", media.decode_image, b"hello, I am text", field="target_image")
+    err = refused(UnsupportedMediaType, "target_image", image_input.decode_image, b"hello, I am text",
+                  field="target_image")
     assert "PNG, JPEG" in err.message
-    refused(UnsupportedMediaType, "target_image", media.decode_image, wav_bytes(0.1), field="target_image")
+    refused(UnsupportedMediaType, "target_image", image_input.decode_image, wav_bytes(0.1), field="target_image")
 
 
 def test_truncated_images_are_refused():
     for raw in (png_bytes(pattern(64, 64)), jpeg_bytes(pattern(64, 64))):
         cut = raw[: len(raw) * 2 // 3]
-        media.probe_image(cut, field="img")  # the header alone looks fine
-        err = refused(InvalidInput, "img", media.decode_image, cut, field="img", match="truncated or corrupt")
+        image_input.probe_image(cut, field="img")  # the header alone looks fine
+        err = refused(InvalidInput, "img", image_input.decode_image, cut, field="img", match="truncated or corrupt")
         assert err.status == 400
 
 
@@ -173,17 +174,17 @@ def test_pixel_limit_is_per_call_and_read_from_the_header():
 
     global_limit = Image.MAX_IMAGE_PIXELS
     raw = png_bytes(pattern(100, 100))
-    assert media.decode_image(raw, max_pixels=10_000).width == 100
-    err = refused(PayloadTooLarge, "x", media.decode_image, raw, field="x", max_pixels=9_999)
+    assert image_input.decode_image(raw, max_pixels=10_000).width == 100
+    err = refused(PayloadTooLarge, "x", image_input.decode_image, raw, field="x", max_pixels=9_999)
     assert "100x100" in err.message and err.status == 413
 
     # 8000 x 8000 declared, a few bytes sent: refused before any pixel is decoded.
     bomb = png_header_only(8_000, 8_000)
     started = time.perf_counter()
-    refused(PayloadTooLarge, "x", media.probe_image, bomb, field="x", match="8000x8000 = 64.0 MP")
-    refused(PayloadTooLarge, "x", media.decode_image, bomb, field="x", match="the limit is 40.0 MP")
+    refused(PayloadTooLarge, "x", image_input.probe_image, bomb, field="x", match="8000x8000 = 64.0 MP")
+    refused(PayloadTooLarge, "x", image_input.decode_image, bomb, field="x", match="the limit is 40.0 MP")
     # Past Pillow's own global cap too (Pillow refuses first; same error for the client).
-    refused(PayloadTooLarge, "x", media.decode_image, png_header_only(100_000, 100_000), field="x",
+    refused(PayloadTooLarge, "x", image_input.decode_image, png_header_only(100_000, 100_000), field="x",
             match="10000.0 MP")
     assert time.perf_counter() - started < 0.5
     assert Image.MAX_IMAGE_PIXELS == global_limit  # never changed
@@ -197,9 +198,9 @@ def test_exif_orientation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     raw = jpeg_bytes(rgb, exif=exif)
-    info = media.probe_image(raw)
+    info = image_input.probe_image(raw)
     assert (info.width, info.height, info.orientation) == (20, 40, 6)
-    decoded = media.decode_image(raw, channels="RGB")
+    decoded = image_input.decode_image(raw, channels="RGB")
     assert decoded.pixels.shape == (40, 20, 3)
     # After a clockwise turn the left band is on top.
     assert decoded.pixels[:8].mean() > 200 and decoded.pixels[-20:].mean() < 30
@@ -210,13 +211,13 @@ def test_alpha_is_kept_apart_and_channels_ordered():
     rgba[..., 0] = 200  # red
     rgba[..., 3] = 255
     rgba[:4, :, 3] = 0
-    decoded = media.decode_image(png_bytes(rgba), channels="BGR")
+    decoded = image_input.decode_image(png_bytes(rgba), channels="BGR")
     assert decoded.alpha is not None and decoded.alpha[:4].max() == 0 and decoded.alpha[4:].min() == 255
     assert decoded.pixels[..., 2].min() == 200 and decoded.pixels[..., 0].max() == 0  # BGR: red is last
     rgba[..., 3] = 255  # fully opaque alpha is dropped
-    assert media.decode_image(png_bytes(rgba)).alpha is None
+    assert image_input.decode_image(png_bytes(rgba)).alpha is None
     # encode_png round trip, alpha re-attached.
-    out = media.decode_image(media.encode_png(decoded.pixels, alpha=decoded.alpha), channels="BGR")
+    out = image_input.decode_image(image_input.encode_png(decoded.pixels, alpha=decoded.alpha), channels="BGR")
     assert np.array_equal(out.pixels, decoded.pixels) and np.array_equal(out.alpha, decoded.alpha)
 
 
@@ -226,19 +227,19 @@ def test_other_formats_and_modes():
     frames = [Image.fromarray(np.full((6, 6, 3), v, dtype=np.uint8)) for v in (10, 250)]
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
-    gif = media.decode_image(buf.getvalue(), channels="RGB")
+    gif = image_input.decode_image(buf.getvalue(), channels="RGB")
     assert gif.info.format == "GIF" and gif.pixels.shape == (6, 6, 3) and gif.pixels.max() < 50  # first frame
 
     grey16 = Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16))
     buf = io.BytesIO()
     grey16.save(buf, "PNG")
-    decoded = media.decode_image(buf.getvalue())
+    decoded = image_input.decode_image(buf.getvalue())
     assert decoded.pixels.dtype == np.uint8 and decoded.pixels.shape == (8, 8, 3)
     assert decoded.pixels.max() > 200 and decoded.pixels.min() == 0
 
     buf = io.BytesIO()
     Image.fromarray(pattern(5, 7)).save(buf, "WEBP", lossless=True)
-    assert media.decode_image(buf.getvalue()).info.mime == "image/webp"
+    assert image_input.decode_image(buf.getvalue()).info.mime == "image/webp"
 
 
 def test_data_uri_round_trip():
@@ -255,7 +256,7 @@ def test_audio_decodes_like_faster_whisper():
     from faster_whisper.audio import decode_audio as fw_decode
 
     raw = wav_bytes(1.5, rate=44100, channels=2)
-    decoded = media.decode_audio(raw)
+    decoded = audio_input.decode_audio(raw)
     expected = fw_decode(io.BytesIO(raw))
     assert decoded.sampling_rate == 16000 and decoded.samples.dtype == np.float32
     assert np.array_equal(decoded.samples, expected)  # same resampling, same numbers
@@ -265,44 +266,44 @@ def test_audio_decodes_like_faster_whisper():
 
     b64 = base64.b64encode(raw).decode()
     for value in (b64, f"data:audio/wav;base64,{b64}", f"data:video/webm;base64,{b64}"):
-        assert np.array_equal(media.decode_audio(value).samples, decoded.samples)
+        assert np.array_equal(audio_input.decode_audio(value).samples, decoded.samples)
 
 
 def test_empty_audio_is_empty_not_an_error():
     for value in (b"", "", wav_bytes(0)):
-        decoded = media.decode_audio(value)
+        decoded = audio_input.decode_audio(value)
         assert decoded.empty and decoded.duration == 0.0 and decoded.samples.dtype == np.float32
-    assert media.probe_audio(b"").empty
+    assert audio_input.probe_audio(b"").empty
 
 
 def test_not_audio_is_415_and_names_the_field():
     png = png_bytes(pattern())
     for value, why in ((b"\x00\x01garbage" * 300, "not audio"), (b"just some text " * 50, "not audio"),
                        (png, "no audio stream")):
-        refused(UnsupportedMediaType, "file", media.decode_audio, value, field="file", match=why)
-        refused(UnsupportedMediaType, "file", media.probe_audio, value, field="file", match=why)
+        refused(UnsupportedMediaType, "file", audio_input.decode_audio, value, field="file", match=why)
+        refused(UnsupportedMediaType, "file", audio_input.probe_audio, value, field="file", match=why)
     b64 = base64.b64encode(wav_bytes(0.2)).decode()
-    refused(UnsupportedMediaType, "file", media.probe_audio, f"data:image/png;base64,{b64}", field="file",
+    refused(UnsupportedMediaType, "file", audio_input.probe_audio, f"data:image/png;base64,{b64}", field="file",
             match="not as audio")
 
 
 def test_audio_limits():
     raw = wav_bytes(3.0)
-    err = refused(PayloadTooLarge, "audio", media.probe_audio, raw, max_duration_s=2)
+    err = refused(PayloadTooLarge, "audio", audio_input.probe_audio, raw, max_duration_s=2)
     assert "0:00:03" in err.message and "0:00:02" in err.message
-    refused(PayloadTooLarge, "audio", media.decode_audio, raw, max_duration_s=2)
-    refused(PayloadTooLarge, "audio", media.decode_audio, raw, max_bytes=len(raw) - 1)
-    assert media.decode_audio(raw, max_duration_s=3).duration == pytest.approx(3.0)
+    refused(PayloadTooLarge, "audio", audio_input.decode_audio, raw, max_duration_s=2)
+    refused(PayloadTooLarge, "audio", audio_input.decode_audio, raw, max_bytes=len(raw) - 1)
+    assert audio_input.decode_audio(raw, max_duration_s=3).duration == pytest.approx(3.0)
     # A header that lies: two FLAC streams back to back, the first says 1 s.
     # The header check passes; decoding stops once the limit is passed.
     lying = flac_bytes(1.0) + flac_bytes(3.0)
-    assert media.probe_audio(lying, max_duration_s=2.5).duration == pytest.approx(1.0)
-    refused(PayloadTooLarge, "audio", media.decode_audio, lying, max_duration_s=2.5, match="decoding stopped")
+    assert audio_input.probe_audio(lying, max_duration_s=2.5).duration == pytest.approx(1.0)
+    refused(PayloadTooLarge, "audio", audio_input.decode_audio, lying, max_duration_s=2.5, match="decoding stopped")
 
 
 def test_importing_media_stays_light():
     code = (
-        "import sys, enfoads.services.media; "
+        "import sys, enfoads.services.media, enfoads.services.image_input, enfoads.services.audio_input; "
         "heavy = {'PIL', 'av', 'cv2', 'numpy', 'faster_whisper'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -23,7 +23,8 @@ import pytest
 from enfoads.models.adapters import OnnxFacesAdapter, adapter_for, staging_bytes_for
 from enfoads.models.catalog import CATALOG, GB, MB
 from enfoads.models.profiles import PROFILES
-from enfoads.models.residency import CPU, GPU, ModelMemoryError, ResidencyManager, is_out_of_memory
+from enfoads.models.residency import ResidencyManager
+from enfoads.models.residency_types import CPU, GPU, ModelMemoryError, is_out_of_memory
 from enfoads.settings import Settings
 from enfoads.testing.simulation import (
     SIMULATED_GPU_DEVICE,

@@ -687,13 +687,13 @@ def test_notebook_runs_end_to_end_headless(models_dir, tmp_path, monkeypatch):
 
 def test_system_programs_are_installed_with_apt_only_in_colab(monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(colab.shutil, "which", lambda name: None if name == "espeak-ng" else f"/usr/bin/{name}")
-    monkeypatch.setattr(colab, "in_colab", lambda: False)
+    monkeypatch.setattr(colab.system.shutil, "which", lambda name: None if name == "espeak-ng" else f"/usr/bin/{name}")
+    monkeypatch.setattr(colab.system, "in_colab", lambda: False)
     assert colab.ensure_system_packages(["espeak-ng", "ffmpeg"], run=lambda *a, **k: calls.append(a)) == ["espeak-ng"]
     assert calls == [] and "apt-get install espeak-ng" in capsys.readouterr().out
 
-    monkeypatch.setattr(colab, "in_colab", lambda: True)
-    monkeypatch.setattr(colab.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(colab.system, "in_colab", lambda: True)
+    monkeypatch.setattr(colab.system.os, "geteuid", lambda: 0)
     colab.ensure_system_packages(["espeak-ng"], run=lambda cmd, **k: calls.append(cmd))
     assert calls[-1] == ["apt-get", "-qq", "install", "-y", "espeak-ng"]
 
@@ -727,6 +727,6 @@ def test_no_false_ffmpeg_warning_videos_use_imageio_ffmpeg(monkeypatch, capsys):
     import imageio_ffmpeg
 
     assert "ffmpeg" not in colab.SYSTEM_PACKAGES and Path(imageio_ffmpeg.get_ffmpeg_exe()).is_file()
-    monkeypatch.setattr(colab.shutil, "which", lambda name: None if name == "ffmpeg" else f"/usr/bin/{name}")
+    monkeypatch.setattr(colab.system.shutil, "which", lambda name: None if name == "ffmpeg" else f"/usr/bin/{name}")
     assert colab.ensure_system_packages() == []
     assert "ffmpeg" not in capsys.readouterr().out

@@ -309,7 +309,7 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
 
 def test_preloaded_piper_voices_synthesize(preloaded):
     from enfoads.models import voices
-    from enfoads.services.tts import _Piper
+    from enfoads.services.tts_backends import _Piper
 
     models_dir, _, _, _ = preloaded("t4")
     piper = _Piper(models_dir)

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from enfoads.models.residency import CPU, GPU, ModelMemoryError, ResidencyManager, UnknownModelError, is_out_of_memory
+from enfoads.models.residency import ResidencyManager
+from enfoads.models.residency_types import CPU, GPU, ModelMemoryError, UnknownModelError, is_out_of_memory
 from enfoads.testing.simulation import SimulatedAdapter
 
 GB = 10**9

@@ -5,7 +5,7 @@ import pytest
 from enfoads.models.catalog import CATALOG
 from enfoads.models.loaders.image import module_bytes
 from enfoads.models.profiles import PROFILES, detect_hardware
-from enfoads.models.residency import CPU, GPU
+from enfoads.models.residency_types import CPU, GPU
 from enfoads.models.runtime import build_runtime
 from enfoads.settings import Settings
 from enfoads.models.tiny.faces import face_test_pattern

@@ -28,7 +28,7 @@ from enfoads.work.events import RecordingBus
 from enfoads.work.jobs import JobQueue
 from enfoads.models.profiles import detect_hardware
 from enfoads.models.runtime import build_runtime
-from enfoads.services import speech
+from enfoads.services import speech, speech_options, transcripts
 from enfoads.settings import Settings
 
 # Cheap decoding on random weights (library defaults take seconds); word
@@ -196,7 +196,7 @@ def test_spoken_sentence_gives_sane_monotonic_segments(env, sentence):
     with env.rt.residency.use(env.rt.model_key("speech")) as model:
         assert r["language"] in model.supported_languages
         # What faster-whisper says directly, for the same audio and options.
-        options = speech.parse_options({**FAST, "word_timestamps": True})
+        options = speech_options.parse_options({**FAST, "word_timestamps": True})
         raw_segments, _ = model.transcribe(str(sentence.path), **options.whisper_kwargs())
         raw = list(raw_segments)
 
@@ -223,7 +223,7 @@ def test_spoken_sentence_gives_sane_monotonic_segments(env, sentence):
     assert body["text"] == r["text"] == "".join(s["text"] for s in segments).strip()
 
 
-@pytest.mark.parametrize("fmt", speech.RESPONSE_FORMATS)
+@pytest.mark.parametrize("fmt", transcripts.RESPONSE_FORMATS)
 def test_each_output_format_parses_back(env, sentence, fmt):
     import jsonschema
 
@@ -234,9 +234,9 @@ def test_each_output_format_parses_back(env, sentence, fmt):
     r = job.result
     body = r["body"] if fmt in ("json", "verbose_json") else r["content"]
     assert ("body" in r) != ("content" in r)
-    assert r["content_type"] == speech.CONTENT_TYPES[fmt]
+    assert r["content_type"] == transcripts.CONTENT_TYPES[fmt]
     asset = env.store.get(r["asset_id"])
-    assert asset.mime == speech.ASSET_MIMES[fmt] and asset.job_id == job.id
+    assert asset.mime == transcripts.ASSET_MIMES[fmt] and asset.job_id == job.id
     assert asset.duration == pytest.approx(sentence.duration, abs=0.01)
     stored = env.store.read_bytes(asset.id).decode("utf-8")
 
@@ -265,18 +265,18 @@ def test_subtitle_writers_keep_formats_valid_whatever_the_text():
         {"start": 2.0, "end": 3599.9996, "text": " a --> b <i>tag</i> & \x1f\x00 bell\x07 \u2028x"},
         {"start": 3599.9996, "end": 360000.25, "text": "long"},
     ]
-    srt = speech.to_srt(segments)
+    srt = transcripts.to_srt(segments)
     cues = parse_srt(srt)
     assert [c[2] for c in cues] == ["first line still the first cue", "a -> b <i>tag</i> & bell x", "long"]
     assert [(c[0], c[1]) for c in cues] == [(0.0, 1.5), (2.0, 3600.0), (3600.0, 360000.25)]
     assert "00:59:59,999" not in srt and "01:00:00,000" in srt and "100:00:00,250" in srt
-    vtt = speech.to_vtt(segments)
+    vtt = transcripts.to_vtt(segments)
     assert [c[2] for c in parse_vtt(vtt)] == [c[2] for c in cues]
     assert "&lt;i&gt;tag&lt;/i&gt; &amp;" in vtt and "01:00:00.000 --> 100:00:00.250" in vtt
-    assert speech.to_srt([]) == "" and speech.to_vtt([]) == "WEBVTT\n\n"
-    assert speech.format_timestamp(0) == "00:00:00,000"
-    assert speech.format_timestamp(59.9996, decimal=".") == "00:01:00.000"
-    assert speech.format_timestamp(7325.123) == "02:02:05,123"
+    assert transcripts.to_srt([]) == "" and transcripts.to_vtt([]) == "WEBVTT\n\n"
+    assert transcripts.format_timestamp(0) == "00:00:00,000"
+    assert transcripts.format_timestamp(59.9996, decimal=".") == "00:01:00.000"
+    assert transcripts.format_timestamp(7325.123) == "02:02:05,123"
 
 
 def test_given_language_and_translate(env, sentence):
@@ -325,7 +325,7 @@ def test_corrupt_or_non_audio_is_rejected(env):
         env.kind.validate({"audio": garbage})
     assert err.value.status == 415 and list(err.value.fields) == ["audio"]
     assert err.value.message.startswith("audio: is not audio")
-    from enfoads.services.media import encode_png
+    from enfoads.services.image_input import encode_png
 
     picture = base64.b64encode(encode_png(np.zeros((8, 8, 3), dtype=np.uint8))).decode()
     with pytest.raises(UnsupportedMediaType, match="no audio stream"):

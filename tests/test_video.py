@@ -22,7 +22,7 @@ from enfoads.errors import InvalidInput
 from enfoads.work.jobs import JobQueue
 from enfoads.models.profiles import detect_hardware
 from enfoads.models.runtime import build_runtime
-from enfoads.services import video
+from enfoads.services import video, video_canvas, video_ffmpeg, video_subtitles
 from enfoads.settings import Settings
 from enfoads.models.tiny.piper import VOICE_NAME, ensure_tiny_piper
 from enfoads.services.tts import TTS
@@ -47,8 +47,8 @@ def need_tools():
     try:
         import piper  # noqa: F401
 
-        video.find_ffmpeg()
-    except (ImportError, video.VideoUnavailable) as exc:
+        video_ffmpeg.find_ffmpeg()
+    except (ImportError, video_ffmpeg.VideoUnavailable) as exc:
         if os.environ.get("CI"):
             pytest.fail(str(exc))
         pytest.skip(str(exc))
@@ -189,10 +189,10 @@ def test_frontend_payload_without_voice_uses_the_default(env):
 
 def test_720p_default_path(env, tmp_path):
     clean = env.kinds[video.JOB_KIND].validate({"script": "Hola.", "avatar_id": "default"})
-    fmt = video.VideoFormat.from_params(clean)
+    fmt = video_canvas.VideoFormat.from_params(clean)
     assert (fmt.width, fmt.height, fmt.fps) == (720, 1280, 25)
-    args = video.scene_command("ffmpeg", canvas=tmp_path / "c.png", audio=tmp_path / "a.wav",
-                               out=tmp_path / "o.mp4", fmt=fmt, duration=1.5)
+    args = video_ffmpeg.scene_command("ffmpeg", canvas=tmp_path / "c.png", audio=tmp_path / "a.wav",
+                                      out=tmp_path / "o.mp4", fmt=fmt, duration=1.5)
     assert isinstance(args, list) and all(isinstance(a, str) for a in args)
     joined = " ".join(args)
     for part in ("-c:v libx264", "-pix_fmt yuv420p", "-c:a aac", "-movflags +faststart", "-t 1.500",
@@ -322,9 +322,9 @@ def test_work_folder_of_an_interrupted_run_is_replaced(tmp_path):
 
 
 def test_srt_and_vtt_format():
-    cues = [video.Cue(0.15, 1.5, "Hola, bienvenidos a nuestra tienda de ropa y accesorios de verano."),
-            video.Cue(3661.0, 3662.25, "Adiós.")]
-    srt, vtt = video.to_srt(cues), video.to_vtt(cues)
+    cues = [video_subtitles.Cue(0.15, 1.5, "Hola, bienvenidos a nuestra tienda de ropa y accesorios de verano."),
+            video_subtitles.Cue(3661.0, 3662.25, "Adiós.")]
+    srt, vtt = video_subtitles.to_srt(cues), video_subtitles.to_vtt(cues)
     assert srt.splitlines()[:4] == ["1", "00:00:00,150 --> 00:00:01,500", "Hola, bienvenidos a nuestra tienda de ropa",
                                     "y accesorios de verano."]
     assert "2\n01:01:01,000 --> 01:01:02,250\nAdiós.\n" in srt

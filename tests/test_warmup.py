@@ -10,7 +10,8 @@ import requests
 
 from enfoads.engine import build_engine
 from enfoads.work.jobs import JobQueue
-from enfoads.models.residency import GPU, ResidencyManager
+from enfoads.models.residency import ResidencyManager
+from enfoads.models.residency_types import GPU
 from enfoads.settings import Settings
 from enfoads.testing.simulation import SimulatedAdapter
 from enfoads.warmup import Warmer, parse_warm_roles

@@ -1,4 +1,6 @@
-"""The HTTP API on a real `enfoads serve` process: the frontend's contract, jobs, OpenAI routes, security."""
+"""What only a real `enfoads serve` process shows: the first answer, the printed URL, Socket.IO over a
+socket, the `openai` client over HTTP, a body cut mid-upload, light routes while the GPU worker is busy.
+The rest of the HTTP API is tested through Flask's test client (`test_api.py`)."""
 from __future__ import annotations
 
 import base64
@@ -8,16 +10,13 @@ import subprocess
 import threading
 import time
 
-import numpy as np
 import pytest
 import requests
 from PIL import Image
 
 from enfoads.models.tiny import build_tiny_kit
-from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
-ASPECT_SIZES = {"1:1": (1024, 1024), "16:9": (1344, 768), "9:16": (768, 1344)}
 FRONTEND_HEADERS = {"Content-Type": "application/json", "ngrok-skip-browser-warning": "true"}
 
 
@@ -28,18 +27,6 @@ def server(models_dir, tmp_path_factory):
     srv.wait_ready()
     yield srv
     srv.stop()
-
-
-def png_b64(bgr: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(bgr[:, :, ::-1].copy()).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def decode_data_uri(uri: str) -> Image.Image:
-    header, data = uri.split(",", 1)
-    assert header.startswith("data:image/") and header.endswith(";base64")
-    return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
 def frontend_login(server) -> dict:
@@ -65,115 +52,7 @@ def test_banner_prints_the_url_to_paste(server):
     assert server.key not in text  # a configured key is never printed
 
 
-def test_health_is_public_and_says_online(server):
-    r = requests.get(server.base + "/", timeout=5)
-    assert r.status_code == 200 and r.json()["status"] == "online"
-    # The frontend's settings page tests the pasted URL the same way.
-    assert requests.get(server.frontend_base + "/", timeout=5).json()["status"] == "online"
-
-
 # ------------------------------------------------------- the frontend contract
-
-
-def test_frontend_generate_image_speed_mode(server):
-    headers = frontend_login(server)
-    body = {"prompt": "a red sneaker on a beach", "aspect_ratio": "16:9", "steps": 4, "guidance": 2,
-            "negative_prompt": "blurry", "style": "Cinematic"}
-    r = requests.post(server.frontend_base + "/generate-image", json=body, headers=headers, timeout=120)
-    assert r.status_code == 200, r.text
-    out = r.json()
-    assert out["status"] == "success" and out["cached"] is False
-    assert decode_data_uri(out["image"]).size == ASPECT_SIZES["16:9"]
-    again = requests.post(server.frontend_base + "/generate-image", json={**body, "seed": out["seed"]},
-                          headers=headers, timeout=120).json()
-    assert again["cached"] is True and again["image"] == out["image"]
-
-
-def test_frontend_generate_image_quality_mode_and_guidance_scale(server):
-    headers = frontend_login(server)
-    for extra in ({"steps": 30, "guidance": 7}, {"steps": 10, "guidance_scale": 1}):
-        body = {"prompt": "a cup of coffee", "aspect_ratio": "1:1", **extra, "width": 256, "height": 256}
-        body.pop("aspect_ratio")
-        r = requests.post(server.frontend_base + "/generate-image", json=body, headers=headers, timeout=120)
-        assert r.status_code == 200, r.text
-        assert decode_data_uri(r.json()["image"]).size == (256, 256)
-
-
-def test_frontend_generate_image_rejects_bad_fields_by_name(server):
-    headers = frontend_login(server)
-    for body, field in (({"prompt": ""}, "prompt"), ({"prompt": "x", "aspect_ratio": "5:7"}, "aspect_ratio"),
-                        ({"prompt": "x", "style": "Nope"}, "style"), ({"prompt": "x", "steps": -3}, "steps")):
-        r = requests.post(server.frontend_base + "/generate-image", json=body, headers=headers, timeout=30)
-        assert r.status_code == 400, (body, r.text)
-        err = r.json()
-        assert err["status"] == "error" and field in err["message"]
-
-
-def test_frontend_face_swap(server):
-    headers = frontend_login(server)
-    source = png_b64(face_test_pattern(320, 240))
-    target = "data:image/png;base64," + png_b64(face_test_pattern(640, 480, squares=((100, 100, 96), (400, 200, 96))))
-    r = requests.post(server.frontend_base + "/face-swap", json={"source_image": source, "target_image": target},
-                      headers=headers, timeout=120)
-    assert r.status_code == 200, r.text
-    assert decode_data_uri(r.json()["image"]).size == (640, 480)
-    blank = png_b64(np.full((240, 320, 3), 128, np.uint8))
-    r = requests.post(server.frontend_base + "/face-swap", json={"source_image": blank, "target_image": target},
-                      headers=headers, timeout=120)
-    assert 400 <= r.status_code < 500 and "source_image" in r.json()["message"]
-
-
-def test_frontend_magic_prompt_styles_and_library(server):
-    headers = frontend_login(server)
-    r = requests.post(server.frontend_base + "/magic-prompt", json={"prompt": "a cat"}, headers=headers, timeout=10)
-    body = r.json()
-    assert r.status_code == 200 and body["original"] == "a cat" and body["prompt"] and body["method"]
-    styles = requests.get(server.frontend_base + "/styles", headers=headers, timeout=10).json()["styles"]
-    assert {"Fooocus V2", "Cinematic", "SAI Anime", "MRE Cinematic Dynamic", "None"} <= set(styles)
-    item = {"id": "a1", "type": "image", "content": "data:image/png;base64,AAAA", "prompt": "p",
-            "createdAt": "2026-01-01T00:00:00Z"}
-    assert requests.post(server.frontend_base + "/api/assets", json=item, headers=headers, timeout=10).status_code == 201
-    listed = requests.get(server.frontend_base + "/api/assets", headers=headers, timeout=10).json()
-    assert any(a["id"] == "a1" and a["content"] == item["content"] for a in listed["assets"])
-    assert listed["assets_count"] >= 1
-
-
-def test_frontend_gpu_status_fields(server):
-    headers = frontend_login(server)
-    body = requests.get(server.frontend_base + "/gpu-status", headers=headers, timeout=10).json()
-    for field in ("status", "device", "vram_total_gb", "vram_allocated_gb", "vram_reserved_gb", "vram_free_gb",
-                  "utilization_percent", "models_loaded", "cuda_version"):
-        assert field in body
-    assert body["status"] == "online" and body["device"] == "cpu"  # no GPU here: online on the CPU
-    assert "models" in body["residency"]
-
-
-@pytest.mark.parametrize("path,body", [
-    ("/live-portrait", {"image": "x", "audio": "y"}),
-    ("/enhance-media", {"media_url": "x", "type": "image"}),
-])
-def test_later_capabilities_answer_501_honestly(server, path, body):
-    r = requests.post(server.frontend_base + path, json=body, headers=frontend_login(server), timeout=10)
-    assert r.status_code == 501
-    assert r.json()["status"] == "error" and "not available in this version" in r.json()["message"]
-
-
-def test_frontend_voices_and_avatars(server):
-    headers = frontend_login(server)
-    voices = requests.get(server.frontend_base + "/voices", headers=headers, timeout=10).json()["voices"]
-    assert voices and all({"id", "name", "language", "gender", "country"} <= set(v) for v in voices)
-    avatars = requests.get(server.frontend_base + "/avatars", headers=headers, timeout=10).json()["avatars"]
-    default = next(a for a in avatars if a["id"] == "default")
-    picture = requests.get(default["img"], timeout=10)  # like an <img> tag: no headers
-    assert picture.status_code == 200 and picture.headers["Content-Type"] == "image/png"
-    assert requests.get(default["img"].replace("sig=", "sig=f"), timeout=10).status_code == 403
-    upload = "data:image/png;base64," + png_b64(face_test_pattern(256, 256))
-    r = requests.post(server.frontend_base + "/avatars", json={"image": upload, "name": "Ana"}, headers=headers, timeout=10)
-    assert r.status_code == 201, r.text
-    assert r.json()["avatar"]["name"] == "Ana"
-    bad = requests.post(server.frontend_base + "/avatars", json={"image": "data:image/png;base64,AAAA"},
-                        headers=headers, timeout=10)
-    assert 400 <= bad.status_code < 500
 
 
 def test_frontend_render_video_like_the_commercial_page(server):
@@ -210,46 +89,7 @@ def test_frontend_render_video_like_the_commercial_page(server):
                          headers=headers, timeout=10).status_code == 400
 
 
-def test_frontend_retries_after_401_with_a_new_token(server):
-    stale = {**FRONTEND_HEADERS, "Authorization": "Bearer v1.1.invalid"}
-    # Without the prefix a stale token is refused; the frontend then logs in again.
-    assert requests.get(server.base + "/gpu-status", headers=stale, timeout=10).status_code == 401
-    assert requests.get(server.base + "/gpu-status", headers=frontend_login(server), timeout=10).status_code == 200
-
-
 # ----------------------------------------------------------------- native jobs
-
-
-def test_job_api_submit_poll_and_cancel(server):
-    r = server.post("/api/jobs", json={"kind": "image.generate", "params": {"prompt": "a lamp", "width": 256, "height": 256}})
-    assert r.status_code == 202, r.text
-    job = r.json()
-    assert job["status"] in ("queued", "processing") and r.headers["Location"].endswith(job["id"])
-    deadline = time.monotonic() + 60
-    while job["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-        job = server.get(f"/api/jobs/{job['id']}").json()
-    assert job["status"] == "completed" and job["progress"] == 100 and job["url"]
-    media = requests.get(job["url"], timeout=10)  # no key: the signature is the credential
-    assert media.status_code == 200 and media.headers["Content-Type"].startswith("image/")
-    assert requests.get(job["url"].replace("sig=", "sig=0"), timeout=10).status_code == 403
-    listed = server.get("/api/jobs?state=succeeded").json()["jobs"]
-    assert any(j["id"] == job["id"] for j in listed)
-    assert server.get("/api/jobs?state=bogus").status_code == 400
-    assert server.get("/api/jobs/not-a-job").status_code == 404
-    events = server.get(f"/api/events?since=0&job_id={job['id']}&timeout=0").json()["events"]
-    assert [e["type"] for e in events][0] == "job.created" and events[-1]["type"] == "job.succeeded"
-
-
-def test_cancel_a_queued_job(server):
-    # A long job keeps the single GPU worker busy; the next one is still queued when cancelled.
-    long = server.post("/api/jobs", json={"kind": "image.generate",
-                                          "params": {"prompt": "slow", "width": 1536, "height": 1536, "steps": 8}}).json()
-    queued = server.post("/api/jobs", json={"kind": "image.generate", "params": {"prompt": "later"}}).json()
-    cancelled = server.post(f"/api/jobs/{queued['id']}/cancel").json()
-    assert cancelled["state"] == "cancelled" and cancelled["status"] == "failed"
-    server.post(f"/api/jobs/{long['id']}/cancel")
 
 
 # ------------------------------------------------------------------- OpenAI
@@ -279,55 +119,6 @@ def test_openai_client_images_models_and_transcription(server, tmp_path):
 # ----------------------------------------------------------------- security
 
 
-def all_operations(server):
-    spec = server.get("/openapi.json").json()
-    for path, ops in spec["paths"].items():
-        for method, op in ops.items():
-            yield method.upper(), path, op.get("security") == []
-
-
-def test_auth_matrix_over_every_route(server):
-    checked = 0
-    for method, path, public in all_operations(server):
-        concrete = path.replace("{job_id}", "nojob").replace("{asset_id}", "noasset").replace("{avatar_id}", "none")
-        if path == "/api/events":
-            concrete += "?timeout=0"
-        for label, url, headers in (
-            ("none", server.base + concrete, {}),
-            ("wrong", server.base + concrete, {"Authorization": "Bearer wrong"}),
-            ("wrong-x", server.base + concrete, {"X-API-Key": "wrong"}),
-            ("right", server.base + concrete, {"Authorization": f"Bearer {server.key}"}),
-            ("right-x", server.base + concrete, {"X-API-Key": server.key}),
-            ("prefix", server.frontend_base + concrete, {}),
-        ):
-            if method == "POST" and path not in ("/auth/login", "/magic-prompt"):
-                kwargs = {"data": b"{}", "headers": {**headers, "Content-Type": "text/plain"}}  # cheap: a 415/400
-            else:
-                kwargs = {"json": {}, "headers": headers} if method == "POST" else {"headers": headers}
-            status = requests.request(method, url, timeout=30, **kwargs).status_code
-            if public:
-                assert status != 401, (label, method, path)
-            elif label in ("none", "wrong", "wrong-x"):
-                assert status == 401, (label, method, path, status)
-            else:
-                assert status != 401, (label, method, path, status)
-            checked += 1
-    assert checked >= 6 * 25
-
-
-def test_cors_preflight_allowed_and_foreign_origins(server):
-    def preflight(origin):
-        return requests.options(server.base + "/generate-image", timeout=10, headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,authorization,ngrok-skip-browser-warning"})
-
-    ok = preflight("http://localhost:5173")
-    assert ok.headers.get("Access-Control-Allow-Origin") == "http://localhost:5173"
-    assert "ngrok-skip-browser-warning" in ok.headers.get("Access-Control-Allow-Headers", "").lower()
-    foreign = preflight("https://evil.example")
-    assert "Access-Control-Allow-Origin" not in foreign.headers
-
-
 def test_body_over_the_limit_is_413_and_the_server_keeps_serving(server):
     big = b'{"prompt": "' + b"a" * 60_000_000 + b'"}'
     try:
@@ -337,13 +128,6 @@ def test_body_over_the_limit_is_413_and_the_server_keeps_serving(server):
     except requests.ConnectionError:
         pass  # the server may close the socket mid-upload; what matters is that it lives on
     assert requests.get(server.base + "/", timeout=5).status_code == 200
-
-
-def test_unknown_and_wrong_method_are_json(server):
-    r = server.get("/no/such/route")
-    assert r.status_code == 404 and r.json()["status"] == "error"
-    r = requests.put(server.base + "/gpu-status", headers=server.headers(), timeout=10)
-    assert r.status_code == 405 and r.json()["status"] == "error"
 
 
 # ---------------------------------------------------------------- Socket.IO
@@ -419,39 +203,3 @@ def test_light_routes_answer_while_a_long_job_runs(server):
     assert still_running  # the measurement really overlapped the job
 
 
-def test_frontend_render_multi_scene(server):
-    headers = frontend_login(server)
-    scenes = [
-        {"id": 1, "avatarId": "default", "avatarName": "Ana", "avatarImg": "x", "script": "Primera escena.",
-         "generateSubtitles": False},
-        {"id": 2, "avatarId": "default", "avatarName": "Ana", "avatarImg": "x", "script": "Segunda escena.",
-         "generateSubtitles": True},
-    ]
-    r = requests.post(server.frontend_base + "/render-multi-scene", json={"scenes": scenes, "resolution": 240},
-                      headers=headers, timeout=30)
-    assert r.status_code == 202, r.text
-    job_id = r.json()["job_id"]
-    deadline = time.monotonic() + 180
-    while (job := server.get(f"/api/jobs/{job_id}").json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert job["status"] == "completed", job
-    assert len(job["result"]["scenes"]) == 2
-    assert requests.get(job["url"], timeout=30).headers["Content-Type"] == "video/mp4"
-    r = requests.post(server.frontend_base + "/render-multi-scene", json={"scenes": [{"script": "x"}] * 50},
-                      headers=headers, timeout=10)
-    assert r.status_code == 400 and "scenes" in r.json()["message"]
-
-
-def test_system_routes_models_config_docs(server):
-    models = server.get("/models").json()
-    roles = {m["role"]: m for m in models["models"]}
-    assert roles["image"]["id"] == "tiny-sdxl-lightning" and roles["image"]["present"] is True
-    assert all(m["licence"] for m in models["models"])
-    config = server.get("/config").json()["config"]
-    assert config["profile"] == "tiny" and "api_key" not in config and config["api_key_set"] is True
-    assert server.key not in server.get("/config").text
-    spec = server.get("/openapi.json").json()
-    assert spec["openapi"].startswith("3.") and "/generate-image" in spec["paths"]
-    docs = server.get("/docs")
-    assert docs.status_code == 200 and "openapi.json" in docs.text

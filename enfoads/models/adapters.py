@@ -6,8 +6,9 @@
 - ONNX Runtime (insightface): sessions are bound to their providers; closed and
   rebuilt to change device.
 
-Every adapter goes through ``enfoads.models.loaders``, the one code path for real and
-tiny weights.
+What to load and how to measure it is the model family's (``enfoads.models.families``),
+through ``enfoads.models.loaders``, the one code path for real and tiny weights; an
+adapter adds what its runtime does with devices.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from enfoads.models.catalog import ModelEntry
+from enfoads.models.families import Family, family_for
 from enfoads.models.profiles import RoleChoice
 from enfoads.models.registry import local_paths
-from enfoads.models.residency import CPU, GPU
+from enfoads.models.residency_types import CPU, GPU
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class _BaseAdapter:
         # What passes through host RAM on the way to the GPU (see ModelEntry.staging_bytes).
         return staging_bytes_for(self.entry)
 
+    @property
+    def family(self) -> Family:
+        return family_for(self.entry)
+
     def paths(self) -> dict[str, Path]:
         return local_paths(self.entry, self.models_dir)
 
@@ -92,55 +98,36 @@ class _BaseAdapter:
 
 
 class TorchPipelineAdapter(_BaseAdapter):
-    """A diffusers pipeline: SDXL-Lightning or a plain diffusers folder."""
+    """A torch model (a diffusers pipeline): moved between GPU and CPU in place."""
 
     def dtype_for(self, device: str) -> str:
         # Half precision on the GPU; float32 on the CPU, where fp16 is slow or unsupported.
         return self.choice.dtype if _is_cuda(device) else "float32"
 
     def load(self, device: str):
-        from enfoads.models.loaders import image
-
-        paths = self.paths()
-        dtype = self.dtype_for(device)
-        if self.entry.loader == "sdxl_lightning":
-            return image.load_sdxl_lightning(
-                paths["base"],
-                paths["unet"],
-                device=device,
-                dtype=dtype,
-                vae_dir=paths.get("vae"),
-                x0_prediction=bool(self.entry.options.get("x0_prediction")),
-            )
-        return image.load_diffusers_folder(paths["model"] if "model" in paths else paths["base"], device=device, dtype=dtype)
+        return self.family.load(self.entry, self.paths(), device=device, dtype=self.dtype_for(device),
+                                options=dict(self.choice.options))
 
     def move(self, model, device: str):
         return model.to(device)
 
     def measure(self, model, device: str) -> int:
-        from enfoads.models.loaders.image import module_bytes
-
-        return module_bytes(model)
+        return self.family.measure(model, self.paths())
 
 
 class WhisperAdapter(_BaseAdapter):
-    """faster-whisper on CTranslate2."""
+    """A CTranslate2 model (faster-whisper): bound to its device, rebuilt to change it."""
 
     def load(self, device: str):
-        from enfoads.models.loaders.speech import load_whisper
-
-        if _is_cuda(device):
-            return load_whisper(self.paths()["model"], device="cuda", compute_type=self.choice.dtype)
-        return load_whisper(self.paths()["model"], device="cpu", compute_type="int8")
+        return self.family.load(self.entry, self.paths(), device=device, dtype=self.choice.dtype,
+                                options=dict(self.choice.options))
 
     def measure(self, model, device: str) -> int:
-        from enfoads.models.loaders.speech import whisper_model_bytes
-
-        return whisper_model_bytes(self.paths()["model"])
+        return self.family.measure(model, self.paths())
 
 
 class OnnxFacesAdapter(_BaseAdapter):
-    """insightface FaceAnalysis or INSwapper on ONNX Runtime, providers always explicit."""
+    """ONNX Runtime sessions (insightface), providers always explicit; rebuilt to change device."""
 
     def providers_for(self, device: str) -> list:
         """ORT providers; on CUDA with options (insightface hands them to every session it makes)."""
@@ -152,13 +139,8 @@ class OnnxFacesAdapter(_BaseAdapter):
     def load(self, device: str):
         from enfoads.models.loaders import faces
 
-        providers = self.providers_for(device)
-        if self.entry.loader == "face_analysis":
-            model = faces.load_face_analysis(
-                self.paths()["root"], providers=providers, det_size=self.choice.options.get("det_size", (640, 640))
-            )
-        else:
-            model = faces.load_swapper(self.paths()["model"], providers=providers)
+        options = {**self.choice.options, "providers": self.providers_for(device)}
+        model = self.family.load(self.entry, self.paths(), device=device, dtype=self.choice.dtype, options=options)
         active = faces.active_providers(model)
         if _is_cuda(device) and CUDA_PROVIDER not in active:
             # onnxruntime-gpu without a matching CUDA falls back silently (~50x slower).
@@ -166,12 +148,7 @@ class OnnxFacesAdapter(_BaseAdapter):
         return model
 
     def measure(self, model, device: str) -> int:
-        from enfoads.models.loaders import faces
-
-        paths = self.paths()
-        if self.entry.loader == "face_analysis":
-            return faces.face_pack_bytes(paths["root"])
-        return faces.swapper_bytes(paths["model"])
+        return self.family.measure(model, self.paths())
 
 
 _ADAPTERS = {"torch": TorchPipelineAdapter, "ctranslate2": WhisperAdapter, "onnxruntime": OnnxFacesAdapter}

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from enfoads.models.adapters import adapter_for, preferred_tier
 from enfoads.models.catalog import ModelEntry, get_entry
 from enfoads.models.profiles import Hardware, Profile, RoleChoice, detect_hardware
-from enfoads.models.residency import CudaProbe, NoProbe, ResidencyManager
+from enfoads.models.residency import ResidencyManager
+from enfoads.models.residency_types import CudaProbe, NoProbe
 from enfoads.settings import Settings
 
 

@@ -52,6 +52,9 @@ type that lies (415), over the byte or pixel limit (413), bad base64 or a
 truncated file, bad indices or an unknown asset id (400), found at ``validate``
 from the headers alone; no face in an image (with the count in each) or an
 index past the faces found (422), found by the job.
+
+Finding the faces (``detect``) lives in ``face_detection``; the options,
+the checks of the two images and the swap itself are here.
 """
 from __future__ import annotations
 
@@ -60,20 +63,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from enfoads.services import media
+from enfoads.services import image_input, media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from enfoads.services import JobKind
+from enfoads.services.face_detection import DETECT_MAX_SIDE, _area, detect
 from enfoads.services.options import Options, checked, fail, flag, to_whole_number
 
-__all__ = ["JOB_KIND", "DETECT_MAX_SIDE", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
+__all__ = ["JOB_KIND", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
 
 log = logging.getLogger(__name__)
 
 JOB_KIND = "faces.swap"
-#: Longest side (px) of the copy detection and recognition run on.
-DETECT_MAX_SIDE = 1920
-#: Pictures longer than this many times their width (or wider than their height) are padded for detection.
-MAX_ASPECT = 32
 #: Most faces one request may replace.
 MAX_TARGET_FACES = 64
 _IMAGE_FIELDS = ("source_image", "target_image")
@@ -143,8 +143,8 @@ class SwapOptions(Options):
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int = media.DEFAULT_MAX_IMAGE_PIXELS
-    max_bytes: int = media.DEFAULT_MAX_IMAGE_BYTES
+    max_pixels: int = image_input.DEFAULT_MAX_IMAGE_PIXELS
+    max_bytes: int = image_input.DEFAULT_MAX_IMAGE_BYTES
     detect_max_side: int = DETECT_MAX_SIDE
 
     @classmethod
@@ -152,8 +152,8 @@ class Limits:
         # Settings may grow these knobs (ENFOADS_MAX_IMAGE_PIXELS, ENFOADS_MAX_IMAGE_MB); until then, defaults.
         max_mb = getattr(settings, "max_image_mb", None)
         return cls(
-            max_pixels=int(getattr(settings, "max_image_pixels", None) or media.DEFAULT_MAX_IMAGE_PIXELS),
-            max_bytes=int(max_mb * media.MB) if max_mb else media.DEFAULT_MAX_IMAGE_BYTES,
+            max_pixels=int(getattr(settings, "max_image_pixels", None) or image_input.DEFAULT_MAX_IMAGE_PIXELS),
+            max_bytes=int(max_mb * media.MB) if max_mb else image_input.DEFAULT_MAX_IMAGE_BYTES,
         )
 
 
@@ -175,7 +175,7 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
             if assets is not None:
                 _asset_image(assets, value, field, limits, read=False)
         else:
-            media.probe_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+            image_input.probe_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
     return out
 
 
@@ -198,8 +198,8 @@ def _load_image(value: str, field: str, limits: Limits, assets):
         if assets is None:
             raise InvalidInput.field(field, "asset ids need an asset store")
         value = _asset_image(assets, value, field, limits)
-    return media.decode_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
-                              channels="BGR")
+    return image_input.decode_image(value, field=field, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes,
+                                    channels="BGR")
 
 
 # --------------------------------------------------------------------------- the work
@@ -211,82 +211,6 @@ def _box(face) -> list[float]:
 
 def _describe(index: int, face) -> dict:
     return {"index": index, "box": _box(face), "score": round(float(face.det_score), 4)}
-
-
-def _area(face) -> float:
-    x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
-    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
-
-
-def _resized(pixels, max_side: int):
-    """A copy whose longer side is at most ``max_side`` (INTER_AREA), and the scale used."""
-    import cv2
-
-    height, width = pixels.shape[:2]
-    scale = min(1.0, max_side / float(max(height, width)))
-    if scale >= 1.0:
-        return pixels, 1.0
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA), scale
-
-
-def _padded(pixels):
-    """The picture, padded with black below or to the right up to a :data:`MAX_ASPECT` : 1 shape.
-
-    The detector letterboxes its input into ``det_size``; a strip such as
-    20000 x 1 px would shrink to 0 px there (an OpenCV error). Black padding is
-    what the letterbox adds anyway: it holds no face and moves no coordinate.
-    """
-    import numpy as np
-
-    height, width = pixels.shape[:2]
-    need_h, need_w = -(-width // MAX_ASPECT), -(-height // MAX_ASPECT)
-    if height >= need_h and width >= need_w:
-        return pixels
-    out = np.zeros((max(height, need_h), max(width, need_w), pixels.shape[2]), dtype=pixels.dtype)
-    out[:height, :width] = pixels
-    return out
-
-
-def detect(app, pixels, *, max_side: int = DETECT_MAX_SIDE, embed: int | str | None = None):
-    """Faces of a BGR picture, numbered left to right, in the picture's own coordinates.
-
-    Args:
-        app: a prepared insightface ``FaceAnalysis``.
-        pixels: H x W x 3 BGR uint8.
-        max_side: detection runs on a copy at most this large.
-        embed: also compute the recognition embedding of this face index, or
-            ``"largest"`` for the largest face.
-
-    Returns:
-        (faces, scale): insightface ``Face`` objects with ``bbox``, ``kps``,
-        ``det_score`` (and ``embedding`` for ``embed``), and the detection scale.
-    """
-    import numpy as np
-    from insightface.app.common import Face
-
-    small, scale = _resized(pixels, max_side)
-    small = _padded(small)
-    bboxes, kpss = app.det_model.detect(small, max_num=0, metric="default")
-    found = []
-    for i in range(bboxes.shape[0]):
-        kps = kpss[i] if kpss is not None else None
-        found.append((bboxes[i, :4].astype(np.float32), kps, float(bboxes[i, 4])))
-    found.sort(key=lambda f: (float(f[0][0]), float(f[0][1])))
-    faces = [Face(bbox=b / scale, kps=None if k is None else k / scale, det_score=s) for b, k, s in found]
-    if embed is not None and faces:
-        index = max(range(len(faces)), key=lambda i: _area(faces[i])) if embed == "largest" else int(embed)
-        if 0 <= index < len(faces):
-            rec = app.models.get("recognition")
-            if rec is None:
-                raise RuntimeError("the face pack has no recognition model")
-            b, k, s = found[index]
-            # Recognition on the working copy: a 112 px crop sampled from a
-            # huge original would alias.
-            probe = Face(bbox=b, kps=k, det_score=s)
-            rec.get(small, probe)
-            faces[index].embedding = probe.embedding
-    return faces, scale
 
 
 def _crop_box(swapper, face, shape) -> tuple[int, int, int, int]:
@@ -489,7 +413,7 @@ class FaceSwapper:
             if save is None:
                 result["pixels"] = out
                 return result
-            png = media.encode_png(out, channels="BGR", alpha=target.alpha)
+            png = image_input.encode_png(out, channels="BGR", alpha=target.alpha)
             result.update(asset_id=save(png, target.width, target.height), mime="image/png",
                           width=target.width, height=target.height)
         else:
@@ -498,7 +422,7 @@ class FaceSwapper:
                 return result
             faces = []
             for index, fake, matrix in out:
-                png = media.encode_png(fake, channels="BGR")
+                png = image_input.encode_png(fake, channels="BGR")
                 faces.append({"index": index, "asset_id": save(png, fake.shape[1], fake.shape[0]),
                               "matrix": [[round(float(v), 6) for v in row] for row in matrix]})
             result.update(faces=faces, asset_id=faces[0]["asset_id"], mime="image/png",

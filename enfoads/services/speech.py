@@ -40,206 +40,36 @@ Result JSON::
      "asset_id": "...",                       # the same response as a file (.json, .txt, .srt, .vtt)
      "text": "...", "task": "transcribe", "language": "en", "language_probability": 0.97,
      "language_detected": true, "duration": 4.2, "duration_after_vad": 4.2, "segment_count": 2}
+
+Options live in ``speech_options``; a transcript and its SRT, VTT, text and
+JSON renderings in ``transcripts``.
 """
 from __future__ import annotations
 
-import json
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from enfoads.services import media
+from enfoads.services import audio_input, media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from enfoads.services import JobKind
-from pydantic import Field
-
-from enfoads.services.options import Options, checked, choice, fail, flag, text, to_number, whole_number
+from enfoads.services.speech_options import TranscribeOptions, TranscribeRequest, parse_options
+from enfoads.services.transcripts import ASSET_MIMES, CONTENT_TYPES, Transcript, encode_body, render
 
 __all__ = [
     "JOB_KIND",
-    "RESPONSE_FORMATS",
-    "CONTENT_TYPES",
-    "TranscribeOptions",
-    "Transcript",
-    "parse_options",
     "transcribe",
-    "render",
-    "to_srt",
-    "to_vtt",
-    "format_timestamp",
     "SpeechTranscriber",
     "job_kinds",
 ]
 
 JOB_KIND = "speech.transcribe"
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-TASKS = ("transcribe", "translate")
-#: What the web layer answers with, per format (OpenAI's types).
-CONTENT_TYPES = {
-    "json": "application/json",
-    "verbose_json": "application/json",
-    "text": "text/plain; charset=utf-8",
-    "srt": "application/x-subrip; charset=utf-8",
-    "vtt": "text/vtt; charset=utf-8",
-}
-#: The asset's MIME type, per format (the asset store picks the extension from it).
-ASSET_MIMES = {
-    "json": "application/json",
-    "verbose_json": "application/json",
-    "text": "text/plain",
-    "srt": "application/x-subrip",
-    "vtt": "text/vtt",
-}
-DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-MAX_BEAM_SIZE = 10
-MAX_PROMPT_CHARS = 2000
-MAX_NEW_TOKENS = 448  # Whisper's decoder context
 #: Least time between two new progress figures while transcribing.
 PROGRESS_INTERVAL_S = 0.5
 _AUDIO_ASSET_TYPES = ("audio/", "video/", "application/ogg", "application/octet-stream")
 
 
-# --------------------------------------------------------------------------- options
-
-
-def _language_codes() -> frozenset[str] | None:
-    try:
-        from faster_whisper.tokenizer import _LANGUAGE_CODES
-    except Exception:  # a faster-whisper without that table: the model checks later
-        return None
-    return frozenset(_LANGUAGE_CODES)
-
-
-def _language(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        fail(f"must be a language code such as 'en', not {value!r}")
-    code = value.strip().lower().replace("_", "-").split("-")[0]  # "en-US" -> "en"
-    if code in ("", "auto"):
-        return None
-    codes = _language_codes()
-    if not re.fullmatch(r"[a-z]{2,3}", code) or (codes is not None and code not in codes):
-        fail(f"{value!r} is not a language Whisper knows; use a code such as 'en' or 'fr'")
-    return code
-
-
-def _temperatures(value: Any) -> tuple[float, ...]:
-    if value is None:
-        return DEFAULT_TEMPERATURES
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items or len(items) > 10:
-        fail("must be a number or a list of 1 to 10 numbers")
-    return tuple(to_number(v, lo=0.0, hi=1.0) for v in items)
-
-
-Language = checked(_language, {"anyOf": [{"type": "string", "maxLength": 16}, {"type": "null"}],
-                               "description": "an ISO 639-1 code; absent, empty or auto: detected"}, str | None)
-Temperatures = checked(_temperatures, {"anyOf": [
-    {"type": "number", "minimum": 0, "maximum": 1},
-    {"type": "string"}, {"type": "null"},
-    {"type": "array", "minItems": 1, "maxItems": 10, "items": {"anyOf": [
-        {"type": "number", "minimum": 0, "maximum": 1}, {"type": "string"}]}}]})
-
-
-Task = choice(TASKS, default="transcribe")
-ResponseFormat = choice(RESPONSE_FORMATS, default="json")
-Flag = flag(False)
-InitialPrompt = text(MAX_PROMPT_CHARS)
-BeamSize = whole_number(1, MAX_BEAM_SIZE)
-MaxNewTokens = whole_number(1, MAX_NEW_TOKENS)
-
-
-class TranscribeOptions(Options):
-    """Validated transcription options; ``whisper_kwargs()`` is what faster-whisper gets."""
-
-    what = "transcription options"
-
-    language: Language = None
-    task: Task = "transcribe"
-    vad_filter: Flag = False
-    word_timestamps: Flag = False
-    initial_prompt: InitialPrompt = None
-    temperature: Temperatures = DEFAULT_TEMPERATURES
-    beam_size: BeamSize = Field(None, description="absent: the profile's")
-    max_new_tokens: MaxNewTokens = None
-    response_format: ResponseFormat = "json"
-
-    def whisper_kwargs(self) -> dict:
-        kwargs = dict(
-            language=self.language,
-            task=self.task,
-            beam_size=self.beam_size or 5,
-            temperature=list(self.temperature),
-            vad_filter=self.vad_filter,
-            word_timestamps=self.word_timestamps,
-            initial_prompt=self.initial_prompt,
-            without_timestamps=False,  # segment times come from Whisper's timestamp tokens
-        )
-        if self.max_new_tokens is not None:
-            kwargs["max_new_tokens"] = self.max_new_tokens
-        return kwargs
-
-
-def _audio(value: Any) -> str:
-    # Only its kind here: the media layer reads the header (a big upload is not copied or scanned twice).
-    if value is None:
-        fail("is required (base64, a data URI or an asset id)")
-    if not isinstance(value, str):
-        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
-    return value
-
-
-AudioInput = checked(_audio, {"type": "string", "minLength": 1, "description": "base64, a data URI or an asset id"}, str)
-
-
-class TranscribeRequest(TranscribeOptions):
-    """``speech.transcribe``'s params: the audio and the options."""
-
-    audio: AudioInput
-
-
-def parse_options(params: dict, *, default_beam_size: int = 5) -> TranscribeOptions:
-    """Options from request params, each checked; errors name the field."""
-    options = TranscribeOptions.parse(params)
-    if options.beam_size is None:
-        options.beam_size = default_beam_size
-    return options
-
-
 # --------------------------------------------------------------------------- the work
-
-
-@dataclass
-class Transcript:
-    """A transcription with sane timestamps (see the module docstring)."""
-
-    task: str
-    language: str | None
-    language_probability: float | None
-    language_detected: bool
-    duration: float
-    duration_after_vad: float
-    segments: list[dict] = field(default_factory=list)  # OpenAI verbose_json segments
-    words: list[dict] | None = None  # {"word", "start", "end"} when word timestamps were asked
-
-    @property
-    def text(self) -> str:
-        return "".join(s["text"] for s in self.segments).strip()
-
-    def verbose_json(self) -> dict:
-        body = {
-            "task": self.task,
-            "language": self.language,
-            "language_probability": self.language_probability,
-            "duration": self.duration,
-            "text": self.text,
-            "segments": self.segments,
-        }
-        if self.words is not None:
-            body["words"] = self.words
-        return body
 
 
 def _ms(x: float) -> float:
@@ -344,91 +174,13 @@ def empty_transcript(options: TranscribeOptions) -> Transcript:
     )
 
 
-# --------------------------------------------------------------------------- output formats
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def format_timestamp(seconds: float, *, decimal: str = ",") -> str:
-    """``HH:MM:SS,mmm`` (SRT) or with ``decimal="."`` ``HH:MM:SS.mmm`` (WebVTT).
-
-    Rounded once, to the millisecond, before splitting (so 59.9996 s is
-    ``00:01:00,000``, never ``00:00:60,000``); hours grow past two digits.
-    """
-    total = max(0, int(round(float(seconds) * 1000)))
-    hours, rest = divmod(total, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
-
-
-def _cue_text(text: str) -> str:
-    """One line of cue text: no line breaks or control characters (a blank line ends a cue), no ``-->``."""
-    text = _CONTROL.sub(" ", text)
-    text = " ".join(text.split())
-    while "-->" in text:
-        text = text.replace("-->", "->")
-    return text
-
-
-def _cues(segments: list[dict]):
-    for seg in segments:
-        text = _cue_text(seg["text"])
-        if text and seg["end"] > seg["start"]:
-            yield seg["start"], seg["end"], text
-
-
-def to_srt(segments: list[dict]) -> str:
-    """SubRip: numbered cues ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, separated by blank lines."""
-    blocks = [
-        f"{n}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n"
-        for n, (start, end, text) in enumerate(_cues(segments), start=1)
-    ]
-    return "\n".join(blocks)
-
-
-def _vtt_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def to_vtt(segments: list[dict]) -> str:
-    """WebVTT: the ``WEBVTT`` header, then cues ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` with escaped text."""
-    blocks = [
-        f"{format_timestamp(start, decimal='.')} --> {format_timestamp(end, decimal='.')}\n{_vtt_escape(text)}\n"
-        for start, end, text in _cues(segments)
-    ]
-    return "WEBVTT\n\n" + "\n".join(blocks)
-
-
-def render(transcript: Transcript, response_format: str) -> dict | str:
-    """The OpenAI response body for ``response_format``: a dict for the JSON formats, else text."""
-    if response_format == "json":
-        return {"text": transcript.text}
-    if response_format == "verbose_json":
-        return transcript.verbose_json()
-    if response_format == "text":
-        return transcript.text + "\n" if transcript.text else ""
-    if response_format == "srt":
-        return to_srt(transcript.segments)
-    if response_format == "vtt":
-        return to_vtt(transcript.segments)
-    raise ValueError(f"unknown response_format {response_format!r}")
-
-
-def encode_body(body: dict | str) -> bytes:
-    if isinstance(body, dict):
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "replace")
-    return body.encode("utf-8", "replace")
-
-
 # --------------------------------------------------------------------------- service and job kind
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = media.DEFAULT_MAX_AUDIO_BYTES
-    max_duration_s: float = media.DEFAULT_MAX_AUDIO_SECONDS
+    max_bytes: int = audio_input.DEFAULT_MAX_AUDIO_BYTES
+    max_duration_s: float = audio_input.DEFAULT_MAX_AUDIO_SECONDS
 
     @classmethod
     def from_settings(cls, settings) -> "Limits":
@@ -436,8 +188,8 @@ class Limits:
         max_mb = getattr(settings, "max_audio_mb", None) or getattr(settings, "max_upload_mb", None)
         max_s = getattr(settings, "max_audio_seconds", None)
         return cls(
-            max_bytes=int(max_mb * media.MB) if max_mb else media.DEFAULT_MAX_AUDIO_BYTES,
-            max_duration_s=float(max_s) if max_s else media.DEFAULT_MAX_AUDIO_SECONDS,
+            max_bytes=int(max_mb * media.MB) if max_mb else audio_input.DEFAULT_MAX_AUDIO_BYTES,
+            max_duration_s=float(max_s) if max_s else audio_input.DEFAULT_MAX_AUDIO_SECONDS,
         )
 
 
@@ -481,17 +233,17 @@ class SpeechTranscriber:
                 if assets is not None:
                     _check_audio_asset(assets, audio, self.limits, read=False)
             else:
-                media.probe_audio(audio, field="audio", max_bytes=self.limits.max_bytes,
-                                  max_duration_s=self.limits.max_duration_s)
+                audio_input.probe_audio(audio, field="audio", max_bytes=self.limits.max_bytes,
+                                        max_duration_s=self.limits.max_duration_s)
         return {"audio": audio, **options.to_params()}
 
-    def decode(self, audio, *, assets=None) -> "media.DecodedAudio":
+    def decode(self, audio, *, assets=None) -> "audio_input.DecodedAudio":
         if media.is_asset_id(audio):
             if assets is None:
                 raise InvalidInput.field("audio", "asset ids need an asset store")
             audio = _check_audio_asset(assets, audio, self.limits, read=True)
-        return media.decode_audio(audio, field="audio", max_bytes=self.limits.max_bytes,
-                                  max_duration_s=self.limits.max_duration_s)
+        return audio_input.decode_audio(audio, field="audio", max_bytes=self.limits.max_bytes,
+                                        max_duration_s=self.limits.max_duration_s)
 
     def warm_up(self) -> dict:
         """Load the speech model and transcribe one second of silence."""

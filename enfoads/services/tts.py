@@ -6,19 +6,10 @@ frontend knows (``es-MX-DaliaNeural``, ...) use edge when it is reachable and
 otherwise the closest offline voice; every :class:`Speech` says which voice
 really spoke and why (``fallback``, ``note``).
 
-Backends:
-
-- **Piper** (``piper-tts``): neural, offline. A voice is an ONNX file plus its
-  JSON config, found in the models dir as ``piper/<name>.onnx`` (+ ``.onnx.json``),
-  ``piper/<piper-voices path>.onnx``, or in the Hugging Face cache layout
-  ``models--rhasspy--piper-voices/snapshots/*/<piper-voices path>.onnx``; the
-  tiny test voice is in ``enfoads-tiny/tiny-piper/``. Loaded with
-  ``piper.PiperVoice.load`` on the CPU; at most two voices stay loaded.
-- **espeak-ng**: formant synthesis, always there once the Debian package is;
-  run as a subprocess with an argument list, the text on stdin.
-- **edge-tts**: Microsoft's online voices, only when the package is installed
-  and a TCP connection to its host succeeds (checked at most every 5 minutes);
-  a failure during a job falls back to the offline voice for the whole speech.
+The backends (Piper, espeak-ng, edge-tts) are ``enfoads.services.tts_backends``;
+splitting the text is ``enfoads.services.tts_text``. This module is the engine
+that resolves voice ids and joins the pieces, and what the rest of the package
+imports.
 
 Synthesis splits the text into sentences (long ones at clauses, then words),
 synthesises each piece on its own and joins them with short pauses, so every
@@ -30,23 +21,28 @@ from __future__ import annotations
 
 import io
 import logging
-import re
-import shutil
-import socket
-import struct
-import subprocess
-import threading
 import time
 import wave
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from enfoads.models import voices as catalog
-from enfoads.text import clean_text as unicode_rule
-from enfoads.errors import EnfoadsError, InvalidInput
+from enfoads.errors import InvalidInput
 from enfoads.models.voices import EDGE, ESPEAK, PIPER, CatalogVoice
+# TTSError, EdgeProbe, find_piper_voice, espeak_executable and the text helpers stay importable from
+# here: this module is the TTS interface the rest of the package (and its tests) import.
+from enfoads.services.tts_backends import (
+    EdgeProbe,
+    TTSError,
+    _Edge,
+    _Espeak,
+    _extra_piper_voices,
+    _Piper,
+    espeak_executable,
+    find_piper_voice,
+)
+from enfoads.services.tts_text import DEFAULT_UNIT_CHARS, Unit, clean_text, split_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -68,134 +64,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Longest piece synthesised (and shown as one subtitle cue), in characters.
-DEFAULT_UNIT_CHARS = 84
-#: Silence after a piece, by what ended it.
-PAUSES = {"clause": 0.15, "sentence": 0.3, "paragraph": 0.5, "end": 0.0}
 #: Silence before the first and after the last word.
 LEAD_IN_S = 0.15
 TAIL_S = 0.35
 PEAK = 0.9
-EDGE_HOST = ("speech.platform.bing.com", 443)
-ESPEAK_WPM = 165
-_MAX_LOADED_PIPER = 2
-_SUBPROCESS_TIMEOUT_S = 120
-
-
-class TTSError(EnfoadsError):
-    """A backend failed while synthesising (not the client's fault)."""
-
-    status = 500
-    code = "tts_failed"
-
-
-# --------------------------------------------------------------------------- text
-
-
-_SPACES = re.compile(r"[ \t\u00a0]+")
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'»”’)\]]*\s+")
-_CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
-_ABBREVIATIONS = frozenset(
-    "sr sra srta srs sres dr dra dres lic ing arq prof etc ej ejs p pp pág págs núm no nro vs mr mrs ms st av avda "
-    "ud uds vd vds cía dpto tel aprox máx mín e.g i.e approx".split()
-)
-
-
-def clean_text(text: str) -> str:
-    """NFC, no control characters, single spaces, at most one blank line between paragraphs."""
-    text = unicode_rule(text)[0]  # enfoads.text: the rule every user string gets
-    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
-    out, blank = [], False
-    for line in lines:
-        if not line:
-            blank = bool(out)
-            continue
-        if blank:
-            out.append("")
-        out.append(line)
-        blank = False
-    return "\n".join(out)
-
-
-@dataclass(frozen=True)
-class Unit:
-    """A piece of text synthesised on its own, and the pause after it ("clause", "sentence", "paragraph", "end")."""
-
-    text: str
-    boundary: str
-
-    @property
-    def pause_after(self) -> float:
-        return PAUSES[self.boundary]
-
-
-def _sentences(paragraph: str) -> list[str]:
-    out, start = [], 0
-    for m in _SENTENCE_END.finditer(paragraph):
-        before = paragraph[start:m.start()].rsplit(" ", 1)[-1].lower().lstrip("¿¡(\"'«")
-        following = paragraph[m.end():m.end() + 1]
-        if following.islower():
-            continue  # "Espera... y luego", "etc. y más": the sentence goes on
-        if m.group().startswith(".") and not m.group().startswith("..."):
-            # "Sr. García", "p. ej.", "J. Pérez": no sentence ends there.
-            if before in _ABBREVIATIONS or (len(before) == 1 and before.isalpha()):
-                continue
-        out.append(paragraph[start:m.end()].strip())
-        start = m.end()
-    if paragraph[start:].strip():
-        out.append(paragraph[start:].strip())
-    return out
-
-
-def _pack(pieces: list[str], max_chars: int) -> list[str]:
-    out: list[str] = []
-    for piece in pieces:
-        if out and len(out[-1]) + 1 + len(piece) <= max_chars:
-            out[-1] = f"{out[-1]} {piece}"
-        else:
-            out.append(piece)
-    return out
-
-
-def _split_long(sentence: str, max_chars: int) -> list[str]:
-    if len(sentence) <= max_chars:
-        return [sentence]
-    parts: list[str] = []
-    for clause in _pack(_CLAUSE_END.split(sentence), max_chars):
-        if len(clause) <= max_chars:
-            parts.append(clause)
-        else:
-            parts.extend(_pack(clause.split(" "), max_chars))  # a single huge "word" stays whole
-    return parts
-
-
-def split_text(text: str, max_chars: int = DEFAULT_UNIT_CHARS) -> list[Unit]:
-    """Split a script into pieces to synthesise one by one (and show as one subtitle each).
-
-    Paragraphs (line breaks) and sentences always end a piece; a sentence longer
-    than ``max_chars`` is cut at commas, semicolons, colons and dashes, and a
-    clause still too long between words. Pieces without a letter or digit
-    (stray punctuation) are dropped.
-    """
-    units: list[Unit] = []
-    paragraphs = [p for p in clean_text(text).split("\n") if p]
-    for pi, paragraph in enumerate(paragraphs):
-        sentences = _sentences(paragraph)
-        for si, sentence in enumerate(sentences):
-            pieces = [p for p in _split_long(sentence, max_chars) if any(c.isalnum() for c in p)]
-            for ci, piece in enumerate(pieces):
-                if ci < len(pieces) - 1:
-                    boundary = "clause"
-                elif si < len(sentences) - 1:
-                    boundary = "sentence"
-                elif pi < len(paragraphs) - 1:
-                    boundary = "paragraph"
-                else:
-                    boundary = "end"
-                units.append(Unit(piece, boundary))
-    if units and units[-1].boundary != "end":
-        units[-1] = replace(units[-1], boundary="end")
-    return units
 
 
 # --------------------------------------------------------------------------- results
@@ -269,249 +141,6 @@ class Speech:
         return path
 
 
-# --------------------------------------------------------------------------- backends
-
-
-def espeak_executable() -> str | None:
-    """The espeak-ng (or espeak) program, or None."""
-    return shutil.which("espeak-ng") or shutil.which("espeak")
-
-
-def _parse_wav(data: bytes) -> tuple["np.ndarray", int]:
-    """16-bit PCM WAV bytes -> float32 samples (first channel). Tolerates espeak's streaming sizes (0x7fffffff)."""
-    import numpy as np
-
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise TTSError("the speech engine did not produce a WAV file")
-    pos, rate, channels, bits = 12, None, 1, 16
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = pos + 8
-        if cid == b"fmt ":
-            _fmt, channels, rate, _br, _align, bits = struct.unpack("<HHIIHH", data[body:body + 16])
-        elif cid == b"data":
-            end = len(data) if size >= len(data) - body else body + size
-            pcm = data[body:end]
-            if bits != 16 or rate is None:
-                raise TTSError(f"unexpected WAV format ({bits}-bit)")
-            samples = np.frombuffer(pcm[: len(pcm) // (2 * channels) * 2 * channels], dtype="<i2")
-            samples = samples.reshape(-1, channels)[:, 0].astype(np.float32) / 32768.0
-            return samples, int(rate)
-        pos = body + size + (size & 1)
-    raise TTSError("the speech engine's WAV has no data")
-
-
-class _Espeak:
-    def __init__(self, executable: str | None = None):
-        self.executable = executable or espeak_executable()
-
-    @property
-    def available(self) -> bool:
-        return self.executable is not None
-
-    def synthesize(self, voice: CatalogVoice, text: str, speed: float) -> tuple["np.ndarray", int]:
-        if not self.executable:
-            raise TTSError("espeak-ng is not installed")
-        args = [self.executable, "-v", voice.engine_voice, "-s", str(int(round(ESPEAK_WPM * speed))),
-                "-b", "1", "--stdin", "--stdout"]
-        try:
-            proc = subprocess.run(args, input=text.encode("utf-8"), capture_output=True,
-                                  timeout=_SUBPROCESS_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise TTSError("espeak-ng took too long") from None
-        if proc.returncode != 0:
-            raise TTSError(f"espeak-ng failed: {proc.stderr.decode('utf-8', 'replace').strip()[:300]}")
-        return _parse_wav(proc.stdout)
-
-
-def find_piper_voice(models_dir: Path, voice: CatalogVoice) -> tuple[Path, Path] | None:
-    """The (model, config) files of a Piper voice in the models dir, or None if not there."""
-    models_dir = Path(models_dir)
-    name = voice.engine_voice
-    candidates: list[Path] = []
-    if voice.tiny:
-        from enfoads.models.tiny.piper import tiny_piper_dir
-
-        candidates.append(tiny_piper_dir(models_dir) / f"{name}.onnx")
-    candidates.append(models_dir / "piper" / f"{name}.onnx")
-    if voice.repo_path:
-        candidates.append(models_dir / "piper" / f"{voice.repo_path}.onnx")
-        snapshots = models_dir / ("models--" + catalog.PIPER_REPO.replace("/", "--")) / "snapshots"
-        if snapshots.is_dir():
-            candidates.extend(sorted(snapshots.glob(f"*/{voice.repo_path}.onnx")))
-    for onnx_path in candidates:
-        config = onnx_path.with_name(onnx_path.name + ".json")
-        try:
-            if onnx_path.stat().st_size > 0 and config.stat().st_size > 0:
-                return onnx_path, config
-        except OSError:
-            continue
-    return None
-
-
-def _extra_piper_voices(models_dir: Path, known: set[str], limit: int = 200) -> list[CatalogVoice]:
-    """Piper voices dropped into ``<models_dir>/piper/`` that the catalogue does not list."""
-    import json
-
-    root = Path(models_dir) / "piper"
-    if not root.is_dir():
-        return []
-    found: list[CatalogVoice] = []
-    for onnx_path in sorted(root.rglob("*.onnx"))[:limit]:
-        name = onnx_path.stem
-        vid = f"{PIPER}:{name}"
-        if vid in known or not catalog._PIPER_NAME.match(name):
-            continue
-        config = onnx_path.with_name(onnx_path.name + ".json")
-        try:
-            info = json.loads(config.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        lang = info.get("language") or {}
-        locale = name.split("-", 1)[0]
-        found.append(CatalogVoice(
-            id=vid, backend=PIPER, name=f"{name.split('-')[1].replace('_', ' ').title()} ({locale})",
-            language=locale.replace("_", "-"), gender="unknown",
-            country=str(lang.get("country_english") or locale.split("_")[-1]), engine_voice=name,
-        ))
-        known.add(vid)
-    return found
-
-
-class _Piper:
-    def __init__(self, models_dir: Path, use_cuda: bool = False):
-        self.models_dir = Path(models_dir)
-        self.use_cuda = use_cuda
-        self._loaded: OrderedDict[Path, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def installed() -> bool:
-        try:
-            import piper  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def _voice(self, model: Path, config: Path):
-        with self._lock:
-            if model in self._loaded:
-                self._loaded.move_to_end(model)
-                return self._loaded[model]
-            from piper import PiperVoice
-
-            try:
-                loaded = PiperVoice.load(model, config_path=config, use_cuda=self.use_cuda)
-            except Exception as exc:
-                raise TTSError(f"could not load the Piper voice {model.name}: {exc}") from exc
-            self._loaded[model] = loaded
-            while len(self._loaded) > _MAX_LOADED_PIPER:
-                self._loaded.popitem(last=False)
-            return loaded
-
-    def synthesize(self, voice: CatalogVoice, text: str, speed: float) -> tuple["np.ndarray", int]:
-        import numpy as np
-        from piper import SynthesisConfig
-
-        files = find_piper_voice(self.models_dir, voice)
-        if files is None:
-            raise TTSError(f"the Piper voice {voice.engine_voice} is not in the models dir; run `enfoads preload`")
-        pv = self._voice(*files)
-        rate = int(pv.config.sample_rate)
-        gap = np.zeros(int(0.12 * rate), dtype=np.float32)
-        parts: list[np.ndarray] = []
-        # Piper itself may cut a piece into several sentences: join them with a short gap.
-        for chunk in pv.synthesize(text, syn_config=SynthesisConfig(length_scale=1.0 / speed)):
-            if parts:
-                parts.append(gap)
-            parts.append(np.asarray(chunk.audio_float_array, dtype=np.float32).reshape(-1))
-        return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)), rate
-
-    def unload(self) -> None:
-        with self._lock:
-            self._loaded.clear()
-
-
-class EdgeProbe:
-    """Is edge-tts usable now? The package is importable and its host accepts a TCP connection.
-
-    The answer is kept for ``ttl_s`` seconds; ``mark_down`` (after a failed
-    synthesis) makes it False until then.
-    """
-
-    def __init__(self, host: tuple[str, int] = EDGE_HOST, *, timeout_s: float = 1.5, ttl_s: float = 300.0,
-                 enabled: bool = True):
-        self.host = host
-        self.timeout_s = timeout_s
-        self.ttl_s = ttl_s
-        self.enabled = enabled
-        self._state: tuple[float, bool] | None = None
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def package_installed() -> bool:
-        try:
-            import edge_tts  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
-    def reachable(self) -> bool:
-        if not self.enabled:
-            return False
-        with self._lock:
-            now = time.monotonic()
-            if self._state is not None and now - self._state[0] < self.ttl_s:
-                return self._state[1]
-            ok = self.package_installed() and self._connect()
-            self._state = (now, ok)
-            return ok
-
-    def _connect(self) -> bool:
-        try:
-            with socket.create_connection(self.host, timeout=self.timeout_s):
-                return True
-        except OSError:
-            return False
-
-    def mark_down(self) -> None:
-        with self._lock:
-            self._state = (time.monotonic(), False)
-
-
-class _Edge:
-    def __init__(self, probe: EdgeProbe):
-        self.probe = probe
-
-    def synthesize(self, voice: CatalogVoice, text: str, speed: float) -> tuple["np.ndarray", int]:
-        import av
-        import numpy as np
-
-        try:
-            import edge_tts
-
-            percent = int(round((speed - 1.0) * 100))
-            comm = edge_tts.Communicate(text, voice.engine_voice, rate=f"{percent:+d}%",
-                                        connect_timeout=10, receive_timeout=60)
-            mp3 = b"".join(c["data"] for c in comm.stream_sync() if c.get("type") == "audio")
-        except Exception as exc:  # network, service or package errors alike
-            self.probe.mark_down()
-            raise TTSError(f"edge-tts failed: {exc}") from exc
-        if not mp3:
-            self.probe.mark_down()
-            raise TTSError("edge-tts returned no audio")
-        rate = 24000
-        frames: list[np.ndarray] = []
-        with av.open(io.BytesIO(mp3)) as container:
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    frames.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                frames.append(out.to_ndarray().reshape(-1))
-        return (np.concatenate(frames).astype(np.float32) if frames else np.zeros(0, np.float32)), rate
-
-
 # --------------------------------------------------------------------------- the interface
 
 
@@ -519,7 +148,7 @@ class TTS:
     """Voices usable now, voice-id resolution, and synthesis.
 
     Args:
-        models_dir: where Piper voices are (see the module docstring).
+        models_dir: where Piper voices are (see ``enfoads.services.tts_backends``).
         edge: ``None`` (default): use edge-tts when installed and reachable;
             ``False``: never; ``True``: same as None (it still must be reachable).
         edge_probe: the reachability check (tests point it at a closed port).

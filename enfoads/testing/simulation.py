@@ -196,7 +196,8 @@ def t4_manager(
 
     from enfoads.models.catalog import CATALOG
     from enfoads.models.profiles import PROFILES
-    from enfoads.models.residency import CPU, GPU, ResidencyManager
+    from enfoads.models.residency import ResidencyManager
+    from enfoads.models.residency_types import CPU, GPU
     from enfoads.settings import Settings
 
     settings = settings or Settings(profile="t4")

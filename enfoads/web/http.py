@@ -7,7 +7,7 @@ from typing import Any
 from flask import after_this_request, g, request, url_for
 
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from enfoads.work.jobs import Job
+from enfoads.work.job_types import Job
 from enfoads.text import clean_text, describe
 
 # The frontend's words for job states.

@@ -8,7 +8,8 @@ from flask import Response
 from enfoads import __version__
 from enfoads.services.faces import JOB_KIND as FACE_SWAP, SwapOptions
 from enfoads.services.image_options import CompareOptions, ImageOptions
-from enfoads.services.speech import JOB_KIND as TRANSCRIBE, TranscribeRequest
+from enfoads.services.speech import JOB_KIND as TRANSCRIBE
+from enfoads.services.speech_options import TranscribeRequest
 from enfoads.services.video import JOB_KIND as RENDER, JOB_KIND_MULTI as RENDER_MULTI
 from enfoads.services.video_options import MultiSceneOptions, RenderOptions
 

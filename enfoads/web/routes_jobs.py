@@ -6,7 +6,7 @@ import time
 from flask import Blueprint, jsonify, request
 
 from enfoads.errors import InvalidInput
-from enfoads.work.jobs import STATES
+from enfoads.work.job_types import STATES
 from enfoads.web.http import job_view, json_body, query_number
 from enfoads.web.state import engine, state
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Protocol, runtime_checkable
 
-from enfoads.work.jobs import Job
+from enfoads.work.job_types import Job
 
 __all__ = ["JobBackend"]
 

@@ -46,10 +46,13 @@ background lane (``enfoads.work.serial``), so a handler's ``ctx.progress`` costs
 a cancel check and an append, not a SQLite write; a job's final state waits
 for its progress to be written. Subscribers run in a worker thread or in that
 lane and must not ``submit`` jobs.
+
+Layout: devices, states, errors and ``Job`` are in ``enfoads.work.job_types``;
+``JobContext`` and the worker loop (claim, run, finish, progress, recovery) in
+``enfoads.work.job_workers``, mixed into ``JobQueue``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
@@ -57,210 +60,38 @@ import time
 import uuid
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from enfoads.work import events as ev
-from enfoads.work.assets import Asset, AssetStore
+from enfoads.work.assets import AssetStore
 from enfoads.work.db import Database
-from enfoads.errors import EnfoadsError, redact_paths, status_and_code
 from enfoads.work.events import EventBus
+from enfoads.work.job_types import (
+    CPU,
+    DEVICES,
+    GPU,
+    QUEUED,
+    RUNNING,
+    STATES,
+    Job,
+    JobError,
+    JobNotFound,
+    QueueFullError,
+    UnknownJobKind,
+    _dumps,
+    _job,
+)
+from enfoads.work.job_workers import Handler, WorkerMixin
 from enfoads.work.schema import database
 from enfoads.work.serial import SerialLane
 
-__all__ = [
-    "GPU",
-    "CPU",
-    "STATES",
-    "Job",
-    "JobContext",
-    "JobQueue",
-    "JobError",
-    "JobCancelled",
-    "JobNotFound",
-    "QueueFullError",
-    "UnknownJobKind",
-]
+__all__ = ["JobQueue"]
 
 log = logging.getLogger(__name__)
 
-GPU = "gpu"
-CPU = "cpu"
-DEVICES = (GPU, CPU)
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-FINISHED = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-REQUEUED_AFTER_RESTART = "re-queued after a restart"
-INTERRUPTED_BY_RESTART = "interrupted by a restart"
-
-_MAX_STAGE = 200
-_MAX_ERROR = 2000
-
-
-
-class JobError(EnfoadsError):
-    """Base class for job queue errors."""
-
-
-class QueueFullError(JobError):
-    """``max_queued`` jobs are already waiting. The web layer maps this to 429.
-
-    ``retry_after_s``: about when a place frees up (the mean time a job of that
-    device has been taking), for the ``Retry-After`` header.
-    """
-
-    status, code = 429, "queue_full"
-
-    def __init__(self, message: str = "the job queue is full; retry later", *, retry_after_s: int = 30):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class JobNotFound(JobError, KeyError):
-    status, code = 404, "job_not_found"
-
-
-class UnknownJobKind(JobError, KeyError):
-    status, code = 400, "unknown_job_kind"
-
-
-class JobCancelled(Exception):
-    """Raised by ``ctx.progress`` inside a handler whose job was cancelled.
-
-    Handlers may catch it to clean up but should re-raise it.
-    """
-
-
-class _Interrupted(JobCancelled):
-    """Raised by ``ctx.progress`` when ``close`` stops a job after its grace period."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """A snapshot of one job's row."""
-
-    id: str
-    kind: str
-    device: str
-    state: str
-    params: dict
-    progress: int
-    stage: str
-    preview_asset_id: str | None
-    result: dict | None
-    error: dict | None  # {"type": ..., "message": ...}
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    attempts: int
-    cancel_requested: bool
-    seq: int
-
-    @property
-    def done(self) -> bool:
-        """True once the job is succeeded, failed or cancelled."""
-        return self.state in FINISHED
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        d.pop("seq")
-        return d
-
-
-def _job(row) -> Job:
-    error = None
-    if row["error_type"] is not None or row["error_message"] is not None:
-        error = {"type": row["error_type"], "message": row["error_message"]}
-        if row["error_status"] is not None:  # how the web answers it (none for an interruption)
-            error.update(status=row["error_status"], code=row["error_code"])
-    return Job(
-        id=row["id"],
-        kind=row["kind"],
-        device=row["device"],
-        state=row["state"],
-        params=json.loads(row["params"]),
-        progress=row["progress"],
-        stage=row["stage"],
-        preview_asset_id=row["preview_asset_id"],
-        result=json.loads(row["result"]) if row["result"] is not None else None,
-        error=error,
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        attempts=row["attempts"],
-        cancel_requested=bool(row["cancel_requested"]),
-        seq=row["seq"],
-    )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-class JobContext:
-    """What a handler gets besides its params: progress, cancellation, the asset store.
-
-    Attributes:
-        job_id: the job's id.
-        kind: the job's kind.
-        attempt: 1 on the first run, 2 after a restart re-queued it, ...
-        assets: the queue's ``AssetStore`` (``None`` if the queue has none).
-    """
-
-    def __init__(self, queue: "JobQueue", job: Job):
-        self._queue = queue
-        self.job_id = job.id
-        self.kind = job.kind
-        self.attempt = job.attempts
-        self.assets: AssetStore | None = queue.assets
-        self.asset_ids: list[str] = []  # saved through save_bytes/save_file, in order
-        self._params = job.params
-        self._last: tuple | None = None
-
-    def progress(self, percent: float, stage: str | None = None, preview_asset_id: str | None = None) -> None:
-        """Report progress (0-100) and a stage message; the step boundary where cancellation lands.
-
-        Raises:
-            JobCancelled: the job was cancelled (or the queue is shutting down
-                past its grace period); let it propagate.
-        """
-        self._queue._progress(self, percent, stage, preview_asset_id)
-
-    @property
-    def cancelled(self) -> bool:
-        """True once a cancel (or a shutdown past its grace period) was asked for."""
-        return self._queue._flag(self.job_id) is not None
-
-    def save_bytes(self, data: bytes, mime: str, **meta) -> Asset:
-        """``assets.save_bytes`` with this job's id and params filled in; the id goes into the result."""
-        asset = self._require_assets().save_bytes(data, mime, **self._meta(meta))
-        self.asset_ids.append(asset.id)
-        return asset
-
-    def save_file(self, src: str | Path, mime: str, **meta) -> Asset:
-        """``assets.save_file`` with this job's id and params filled in."""
-        asset = self._require_assets().save_file(src, mime, **self._meta(meta))
-        self.asset_ids.append(asset.id)
-        return asset
-
-    def _meta(self, meta: dict) -> dict:
-        meta.setdefault("job_id", self.job_id)
-        meta.setdefault("params", self._params)
-        return meta
-
-    def _require_assets(self) -> AssetStore:
-        if self.assets is None:
-            raise JobError("this job queue has no asset store")
-        return self.assets
-
-
-Handler = Callable[[dict, JobContext], "dict | None"]
-
-
-class JobQueue:
+class JobQueue(WorkerMixin):
     """Persistent jobs, run by one GPU worker and a small CPU pool.
 
     Args:
@@ -570,197 +401,3 @@ class JobQueue:
     def _notify_done(self) -> None:
         with self._done:
             self._done.notify_all()
-
-    def _flag(self, job_id: str) -> str | None:
-        return self._flags.get(job_id)
-
-    def _join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-
-    def _spawn(self, device: str, name: str) -> None:
-        t = threading.Thread(target=self._worker, args=(device,), name=name, daemon=True)
-        self._threads.append(t)
-        t.start()
-
-    def _recover(self) -> None:
-        now = self._clock()
-        out: list[ev.Event] = []
-        with self._db.write() as conn:
-            rows = conn.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").fetchall()
-            for row in rows:
-                out.append(self._interrupt(conn, _job(row), now, "restart"))
-        for event in out:
-            log.warning("job %s (%s) was interrupted by a restart: %s", event.job_id, event.kind, event.type)
-            self._publish(event)
-
-    def _interrupt(self, conn, job: Job, now: float, cause: str) -> ev.Event:
-        """Put an interrupted running job back in the queue, or end it; returns its event."""
-        if job.cancel_requested:
-            conn.execute(
-                "UPDATE jobs SET state = 'cancelled', stage = 'cancelled', finished_at = ? WHERE id = ?",
-                (now, job.id),
-            )
-            return ev.JobCancelled(job_id=job.id, kind=job.kind)
-        if job.attempts >= self.max_attempts:
-            message = INTERRUPTED_BY_RESTART if cause == "restart" else f"interrupted by a {cause}"
-            conn.execute(
-                "UPDATE jobs SET state = 'failed', stage = 'failed', error_type = 'Interrupted',"
-                " error_message = ?, finished_at = ? WHERE id = ?",
-                (message, now, job.id),
-            )
-            return ev.JobFailed(job_id=job.id, kind=job.kind, error_type="Interrupted", error_message=message)
-        stage = REQUEUED_AFTER_RESTART if cause == "restart" else f"re-queued after a {cause}"
-        conn.execute(
-            "UPDATE jobs SET state = 'queued', progress = 0, stage = ?, preview_asset_id = NULL,"
-            " started_at = NULL WHERE id = ?",
-            (stage, job.id),
-        )
-        return ev.JobProgress(job_id=job.id, kind=job.kind, progress=0, stage=stage, state=QUEUED)
-
-    def _claim(self, device: str) -> Job | None:
-        with self._db.write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, progress = 0,"
-                " stage = CASE WHEN attempts = 0 THEN 'started'"
-                "              ELSE 'started again (attempt ' || (attempts + 1) || ')' END"
-                " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND device = ? ORDER BY seq LIMIT 1)"
-                " RETURNING *",
-                (self._clock(), device),
-            ).fetchone()
-            if row is None:
-                return None
-            with self._flags_lock:
-                self._running.add(row["id"])
-        return _job(row)
-
-    def _worker(self, device: str) -> None:
-        cond = self._wake[device]
-        while True:
-            job = call = None
-            with cond:
-                while not self._stopping.is_set():
-                    if self._calls[device]:
-                        call = self._calls[device].popleft()
-                        break
-                    try:
-                        job = self._claim(device)
-                    except Exception:
-                        # e.g. a Drive mount that stalled past busy_timeout: retry later.
-                        log.exception("%s worker could not read the queue", device)
-                    if job is not None:
-                        break
-                    cond.wait(self.poll_s)
-            if call is not None:
-                self._call(*call)
-                continue
-            if job is None:
-                return
-            try:
-                self._run(job)
-            except Exception:
-                log.exception("%s worker failed around job %s", device, job.id)
-            finally:
-                with self._flags_lock:
-                    self._running.discard(job.id)
-                    self._flags.pop(job.id, None)
-                self._notify_done()
-
-    @staticmethod
-    def _call(fn: Callable[[], Any], future: Future) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn())
-        except BaseException as exc:  # the caller reads it from the future
-            future.set_exception(exc)
-
-    def _run(self, job: Job) -> None:
-        self._progress_lane.submit(self._publish, ev.JobProgress(job_id=job.id, kind=job.kind, progress=0,
-                                                                 stage=job.stage))
-        entry = self._handlers.get(job.kind)
-        if entry is None:
-            self._finish(job, FAILED, error=("UnknownJobKind", f"no handler registered for job kind {job.kind!r}",
-                                             500, "unknown_job_kind"))
-            return
-        ctx = JobContext(self, job)
-        started = time.monotonic()
-        try:
-            result = entry[0](dict(job.params), ctx)
-            if result is None:
-                result = {}
-            if not isinstance(result, dict):
-                raise TypeError(f"a job handler must return a dict, not {type(result).__name__}")
-            if ctx.asset_ids and "asset_ids" not in result:
-                result = {**result, "asset_ids": ctx.asset_ids}
-            result_json = _dumps(result)
-        except _Interrupted:
-            self._progress_lane.flush()
-            with self._db.write() as conn:
-                current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
-                event = self._interrupt(conn, current, self._clock(), "shutdown")
-            self._publish(event)
-        except JobCancelled:
-            self._finish(job, CANCELLED)
-        except Exception as exc:
-            log.exception("job %s (%s) failed", job.id, job.kind)
-            # Shown to clients (job views, events): no server paths; the log above has them.
-            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR],
-                                             *status_and_code(exc)))
-        else:
-            # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
-            self.cleanup_assets()
-            self._finish(job, SUCCEEDED, result=result, result_json=result_json)
-        finally:
-            took = time.monotonic() - started
-            mean = self._mean_run_s.get(job.device)
-            self._mean_run_s[job.device] = took if mean is None else 0.8 * mean + 0.2 * took
-
-    def _finish(self, job: Job, state: str, *, result: dict | None = None, result_json: str | None = None,
-                error: tuple[str, str, int, str] | None = None) -> None:
-        """``error``: (type name, message, HTTP status, code), kept so the web layer answers by the stored
-        status instead of by the name."""
-        self._progress_lane.flush()  # every progress event of the job comes before its last one
-        status, code = (error[2], error[3]) if error else (None, None)
-        with self._db.write() as conn:
-            conn.execute(
-                "UPDATE jobs SET state = ?, stage = ?, progress = CASE WHEN ? THEN 100 ELSE progress END,"
-                " result = ?, error_type = ?, error_message = ?, error_status = ?, error_code = ?, finished_at = ?"
-                " WHERE id = ?",
-                (state, state, state == SUCCEEDED, result_json, error[0] if error else None,
-                 error[1] if error else None, status, code, self._clock(), job.id),
-            )
-        if state == SUCCEEDED:
-            event: ev.Event = ev.JobSucceeded(job_id=job.id, kind=job.kind, result=result or {})
-        elif state == FAILED:
-            event = ev.JobFailed(job_id=job.id, kind=job.kind, error_type=error[0], error_message=error[1])
-        else:
-            event = ev.JobCancelled(job_id=job.id, kind=job.kind)
-        self._publish(event)
-
-    def _progress(self, ctx: JobContext, percent: float, stage: str | None, preview_asset_id: str | None) -> None:
-        flag = self._flags.get(ctx.job_id)
-        if flag is not None:
-            raise _Interrupted("the queue is shutting down") if flag == "shutdown" else JobCancelled("cancelled")
-        percent = max(0, min(100, int(percent)))
-        stage = None if stage is None else str(stage)[:_MAX_STAGE]
-        key = (percent, stage, preview_asset_id)
-        if key == ctx._last:
-            return  # nothing new: spare the database (Drive) a write
-        ctx._last = key
-        self._progress_lane.submit(self._write_progress, ctx.job_id, ctx.kind, percent, stage, preview_asset_id)
-
-    def _write_progress(self, job_id: str, kind: str, percent: int, stage: str | None,
-                        preview_asset_id: str | None) -> None:
-        with self._db.write() as conn:
-            row = conn.execute(
-                "UPDATE jobs SET progress = ?, stage = COALESCE(?, stage),"
-                " preview_asset_id = COALESCE(?, preview_asset_id) WHERE id = ? AND state = 'running'"
-                " RETURNING stage",
-                (percent, stage, preview_asset_id, job_id),
-            ).fetchone()
-        if row is None:
-            return  # finished meanwhile (a cancel, a shutdown): its last event was already published
-        self._publish(ev.JobProgress(job_id=job_id, kind=kind, progress=percent, stage=row[0],
-                                     preview_asset_id=preview_asset_id))

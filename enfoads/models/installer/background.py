@@ -1,76 +1,33 @@
-"""A first start that serves: the server downloads its profile's missing models by itself.
-
-``enfoads serve`` on a machine that has not run ``enfoads preload`` finds
-which of its profile's models the loaders would not find (``registry.presence``,
-files only) and downloads them in the background, one after the other in the
-profile's order (image first), through ``enfoads.models.preload.preload``: the same
-pinned revisions, resumable partial files, size and sha256 checks and
-manifest as ``enfoads preload --profile P``. Each model is used as soon as it
-is installed; nothing waits for the others.
-
-While that happens:
-
-- ``status()`` (``/gpu-status`` ``downloads``) gives, per model, its ``state``
-  (``queued``, ``downloading``, ``installed``, ``failed``; ``offline`` or
-  ``off`` where nothing is downloaded), ``bytes_done``, ``bytes_total`` and
-  ``percent``. Progress is read from the disk (the partial files preload
-  writes and resumes), so a resumed download starts where it stopped.
-- the event bus carries ``ModelDownload`` events (``model.download``) on each
-  change of state and while bytes arrive (about once a second);
-- the log says what is missing, the progress every few seconds, and each
-  model installed or failed;
-- a job that needs a model still downloading fails with
-  ``ModelDownloadingError`` (HTTP 503, ``model_downloading``), its progress in
-  the message, instead of ``model_not_installed``.
-
-Nothing is downloaded with ``HF_HUB_OFFLINE=1`` or ``ENFOADS_AUTO_DOWNLOAD=off``:
-the log and every 503 for a missing model then name the command to run,
-``enfoads preload --profile P``. The tiny profile has nothing to download (its
-kit is built on first use, as always).
-
-``ENFOADS_CATALOG_OVERRIDES`` (a test switch) names a JSON file that replaces,
-for the download only, the fields of catalogue sources a replica hub cannot
-match: a release archive's ``url``, ``sha256`` and ``bytes``, and the published
-``sha256`` digests of hub files (``enfoads.testing.replicas``). Repositories,
-revisions and file patterns cannot be overridden, so what is installed is
-found by the same registry code as in production. ``catalog_overrides(a, b)``
-writes that file's content for two catalogues.
-"""
+"""The ``Installer``: the background thread that downloads a profile's missing models one after the
+other, its status and events, and the errors a request gets for a model not installed yet."""
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from enfoads.work import events as ev
-from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
+from enfoads.models.catalog import ModelEntry
+from enfoads.models.installer.overrides import apply_catalog_overrides, load_catalog_overrides
+from enfoads.models.installer.progress import (
+    CHECKING,
+    DOWNLOADING,
+    FAILED,
+    IN_PROGRESS,
+    INSTALLED,
+    OFF,
+    OFFLINE,
+    QUEUED,
+    _bytes_on_disk,
+    _probes,
+    _Track,
+)
 from enfoads.models.registry import ModelNotInstalledError
 
-__all__ = [
-    "Installer",
-    "ModelDownloadingError",
-    "apply_catalog_overrides",
-    "catalog_overrides",
-    "load_catalog_overrides",
-]
-
 log = logging.getLogger(__name__)
-
-CHECKING, QUEUED, DOWNLOADING, INSTALLED, FAILED, OFFLINE, OFF = (
-    "checking", "queued", "downloading", "installed", "failed", "offline", "off",
-)
-IN_PROGRESS = frozenset({CHECKING, QUEUED, DOWNLOADING})
-
-# Fields of a source that a replica cannot match, by source type; nothing else may be overridden.
-OVERRIDABLE: dict[type, frozenset[str]] = {
-    UrlArchive: frozenset({"url", "sha256", "bytes"}),
-    HubFiles: frozenset({"sha256"}),
-}
 
 
 def _human(n: float | None) -> str:
@@ -103,156 +60,6 @@ class ModelDownloadingError(ModelNotInstalledError):
         message = f"model {entry.id!r} {what}; it is used as soon as it is installed: retry in a minute"
         # EnfoadsError's constructor: the message is written here, not ModelNotInstalledError's.
         super(ModelNotInstalledError, self).__init__(message, details={"model_id": entry.id, **self.progress})
-
-
-# --------------------------------------------------------------------------- catalogue overrides
-
-
-def load_catalog_overrides(path: Path | str | None) -> dict[str, dict[str, dict[str, Any]]]:
-    """The ``{model_id: {component: {field: value}}}`` of an overrides file (empty without one)."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"ENFOADS_CATALOG_OVERRIDES: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"ENFOADS_CATALOG_OVERRIDES: {path} must map model ids to {{component: {{field: value}}}}")
-    return data
-
-
-def apply_catalog_overrides(entries: Sequence[ModelEntry], overrides: Mapping[str, Mapping]) -> list[ModelEntry]:
-    """``entries`` with the overridden source fields replaced; anything but ``OVERRIDABLE`` is refused."""
-    out = []
-    for entry in entries:
-        changes = overrides.get(entry.id)
-        if not changes:
-            out.append(entry)
-            continue
-        sources = dict(entry.sources)
-        for name, values in changes.items():
-            src = sources.get(name)
-            if src is None:
-                raise ValueError(f"catalogue overrides: {entry.id} has no source {name!r}")
-            allowed = OVERRIDABLE[type(src)]
-            refused = sorted(set(values) - allowed)
-            if refused:
-                raise ValueError(
-                    f"catalogue overrides: {entry.id}.{name} may override only {sorted(allowed)}, not {refused}"
-                )
-            values = dict(values)
-            if "sha256" in values and isinstance(src, HubFiles):
-                values["sha256"] = tuple((str(p), str(d)) for p, d in values["sha256"])
-            sources[name] = replace(src, **values)
-        out.append(replace(entry, sources=sources))
-    return out
-
-
-def catalog_overrides(base: Mapping[str, ModelEntry], changed: Mapping[str, ModelEntry]) -> dict:
-    """The JSON-ready overrides that turn ``base``'s sources into ``changed``'s (only ``OVERRIDABLE`` fields)."""
-    out: dict[str, dict] = {}
-    for model_id, entry in changed.items():
-        original = base.get(model_id)
-        if original is None or original.sources == entry.sources:
-            continue
-        for name, src in entry.sources.items():
-            before = original.sources.get(name)
-            if before == src:
-                continue
-            if before is None or type(before) is not type(src):
-                raise ValueError(f"{model_id}.{name}: the source itself differs, which an override cannot express")
-            diff = {}
-            for f in fields(src):
-                old, new = getattr(before, f.name), getattr(src, f.name)
-                if old == new:
-                    continue
-                if f.name not in OVERRIDABLE[type(src)]:
-                    raise ValueError(f"{model_id}.{name}.{f.name} differs, which an override may not change")
-                diff[f.name] = [list(pair) for pair in new] if f.name == "sha256" and isinstance(src, HubFiles) else new
-            out.setdefault(model_id, {})[name] = diff
-    return out
-
-
-# --------------------------------------------------------------------------- progress from the disk
-
-
-@dataclass
-class _FileProbe:
-    size: int
-    done: Path | None  # a file (hub blob) or a folder (unpacked archive) that exists once the file is in
-    partial: Path
-
-
-@dataclass
-class _Track:
-    entry: ModelEntry
-    state: str
-    bytes_total: int
-    bytes_done: int = 0
-    message: str = ""
-    probes: list[_FileProbe] = field(default_factory=list)
-    started_at: float | None = None
-    seconds: float | None = None
-    attempts: int = 0
-
-    def percent(self) -> float:
-        if self.state == INSTALLED:
-            return 100.0
-        if not self.bytes_total:
-            return 0.0
-        return round(min(100.0, 100.0 * self.bytes_done / self.bytes_total), 1)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = {
-            "state": self.state,
-            "bytes_done": int(self.bytes_done),
-            "bytes_total": int(self.bytes_total),
-            "percent": self.percent(),
-            "role": self.entry.role,
-        }
-        if self.message:
-            out["message"] = self.message
-        return out
-
-
-def _probes(plan, models_dir: Path) -> list[_FileProbe]:
-    """Where each file the plan still has to fetch lands: preload's blob and partial paths."""
-    from enfoads.models.preload import _partial_path, repo_storage
-
-    probes = []
-    for comp in plan.components:
-        for fp in comp.files:
-            if fp.present or not fp.key:
-                continue
-            size = int(fp.size or 0)
-            if comp.is_archive:
-                done = Path(models_dir) / comp.source.unpack_to
-                partial = _partial_path(models_dir, "archives", fp.key)
-            else:
-                storage = repo_storage(models_dir, comp.source.repo_id)
-                done = storage / "blobs" / fp.key
-                partial = _partial_path(models_dir, storage.name, fp.key)
-            probes.append(_FileProbe(size, done, partial))
-    return probes
-
-
-def _bytes_on_disk(probes: Sequence[_FileProbe]) -> int:
-    total = 0
-    for p in probes:
-        try:
-            if p.done is not None and (p.done.is_file() or (p.done.is_dir() and any(p.done.iterdir()))):
-                total += p.size
-                continue
-        except OSError:
-            pass
-        try:
-            total += min(p.size or 1 << 62, p.partial.stat().st_size)
-        except OSError:
-            pass
-    return total
-
-
-# --------------------------------------------------------------------------- the installer
 
 
 class Installer:
@@ -326,7 +133,7 @@ class Installer:
 
     def start(self) -> "Installer":
         """Find the missing models (files only, no network) and, in ``auto`` mode, start downloading them."""
-        from enfoads.models.preload import _offline
+        from enfoads.models.preload.run import _offline
         from enfoads.models.registry import presence
 
         missing = [e for e in self._entries() if e.sources and not e.tiny and not presence(e, self.models_dir).present]
