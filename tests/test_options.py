@@ -91,6 +91,48 @@ def test_the_model_accepts_exactly_what_the_published_schema_bounds(case):
         assert info.value.status == 400 and name in info.value.message
 
 
+@pytest.fixture(scope="module")
+def compare_kind(models_dir, tmp_path_factory):
+    """``image.compare`` as the engine registers it (its compare-only fields are split out by the service)."""
+    engine = build_engine(Settings(profile="tiny", models_dir=models_dir, data_dir=tmp_path_factory.mktemp("cmp"),
+                                   auto_download="off", warm="off"), start=False)
+    yield engine.kinds["image.compare"]
+    engine.close()
+
+
+COMPARE_CASES = [
+    (name, value, accepted)
+    for name, schema in builtin_options()["image.compare"].request_schema()["properties"].items()
+    if ("image.compare", name) in PARSED_BY_SERVICE and name not in ("a", "b")
+    for value, accepted in _edges("image.compare", name, schema)
+] + [
+    ("models", ["lightning", "base"], True), ("models", ["lightning"], False), ("models", "lightning", False),
+    ("steps", [1, 2], True), ("steps", [1, 51], False), ("steps", [1, 2, 4], False),
+    ("a", {"steps": 1}, True), ("a", {"steps": 51}, False), ("a", {"colour": "red"}, False), ("a", None, False),
+    ("n", 1, True), ("n", None, True), ("n", 2, False),
+]
+
+
+@pytest.mark.parametrize("case", COMPARE_CASES, ids=[f"{n}-{str(v)[:12]}-{'ok' if a else 'refused'}"
+                                                     for n, v, a in COMPARE_CASES])
+def test_compare_only_fields_agree_with_the_published_schema(compare_kind, case):
+    name, value, accepted = case
+    sides = {"a": {"steps": 1}, "b": {"steps": 2}} if name not in ("a", "models", "steps") else {"b": {"steps": 2}}
+    if name == "models" or (name == "steps" and isinstance(value, list)):
+        sides = {}  # the field itself makes the two sides
+    elif name == "steps":
+        sides = {"a": {"guidance": 1}, "b": {"guidance": 2}}  # one step count, two guidances
+    params = {"prompt": "a red bicycle", "seed": 1, **sides, name: value}
+    if accepted:
+        valid = compare_kind.validate(params)
+        assert valid["a"] != valid["b"] and valid["n"] == 1
+    else:
+        with pytest.raises(InvalidInput) as info:
+            compare_kind.validate(params)
+        assert any(field == name or field.startswith(name + ".") or field.startswith(("a.", "b."))
+                   for field in info.value.fields), info.value.fields
+
+
 def test_there_are_edges_for_every_kind():
     assert {kind for kind, *_ in CASES} == set(VALID)
     assert len(CASES) > 150
