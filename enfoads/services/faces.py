@@ -67,7 +67,7 @@ from enfoads.services import image_input, media
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
 from enfoads.services import JobKind
 from enfoads.services.face_detection import DETECT_MAX_SIDE, _area, detect
-from enfoads.services.options import Options, checked, fail, flag, to_whole_number
+from enfoads.services.options import MediaReference, Options, checked, fail, flag, to_whole_number
 
 __all__ = ["JOB_KIND", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
 
@@ -107,16 +107,6 @@ def _indices(value: Any) -> list[int] | None:
     return out
 
 
-def _image(value: Any) -> str:
-    # Only its kind here: the header is read by ``validate_params`` (the pixels by the handler).
-    if value is None or (isinstance(value, str) and not value.strip()):
-        fail("is required (base64, a data URI or an asset id)")
-    if not isinstance(value, str):
-        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
-    return value
-
-
-ImageInput = checked(_image, {"type": "string", "minLength": 1, "description": "base64, a data URI or an asset id"}, str)
 FaceIndex = checked(_optional_index, {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}, {"type": "null"}],
                                       "description": "the source face (default the largest)"}, int | None)
 FaceIndices = checked(_indices, {"anyOf": [
@@ -134,8 +124,8 @@ class SwapOptions(Options):
 
     what = "face swap options"
 
-    source_image: ImageInput
-    target_image: ImageInput
+    source_image: MediaReference
+    target_image: MediaReference
     source_face_index: FaceIndex = None
     target_face_indices: FaceIndices = None
     paste_back: PasteBack = True

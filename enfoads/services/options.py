@@ -23,7 +23,7 @@ _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 
 
-def _fail(message: str):
+def fail(message: str):
     # Our messages are final text: PydanticCustomError only formats them when given a context.
     raise PydanticCustomError("enfoads", message)
 
@@ -47,7 +47,7 @@ def to_whole_number(value: Any, *, lo: int, hi: int, multiple_of: int | None = N
     """An integer from JSON or form data ("4", 4.0, "720p" with ``unit="p"``); never true/false or 3.5."""
     given = value
     if isinstance(value, bool):
-        _fail(f"must be a whole number from {lo} to {hi}, not {value!r}")
+        fail(f"must be a whole number from {lo} to {hi}, not {value!r}")
     if isinstance(value, str):
         text = value.strip().lower()
         if unit and text.endswith(unit):
@@ -55,17 +55,17 @@ def to_whole_number(value: Any, *, lo: int, hi: int, multiple_of: int | None = N
         try:
             value = int(text) if text.lstrip("+-").isdigit() else float(text)
         except ValueError:
-            _fail(f"must be a whole number from {lo} to {hi}, not {given!r}")
+            fail(f"must be a whole number from {lo} to {hi}, not {given!r}")
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            _fail(f"must be a whole number from {lo} to {hi}, not {given!r}")
+            fail(f"must be a whole number from {lo} to {hi}, not {given!r}")
         value = int(value)
     if not isinstance(value, int):
-        _fail(f"must be a whole number from {lo} to {hi}, not {type(value).__name__}")
+        fail(f"must be a whole number from {lo} to {hi}, not {type(value).__name__}")
     if not lo <= value <= hi:
-        _fail(f"must be a whole number from {lo} to {hi}, not {value}")
+        fail(f"must be a whole number from {lo} to {hi}, not {value}")
     if multiple_of and value % multiple_of:
-        _fail(f"must be a multiple of {multiple_of}, not {value}")
+        fail(f"must be a multiple of {multiple_of}, not {value}")
     return value
 
 
@@ -73,17 +73,17 @@ def to_number(value: Any, *, lo: float, hi: float) -> float:
     """A finite number from JSON or form data, within ``[lo, hi]``; never true/false."""
     given = value
     if isinstance(value, bool):
-        _fail(f"must be a number from {lo:g} to {hi:g}, not {value!r}")
+        fail(f"must be a number from {lo:g} to {hi:g}, not {value!r}")
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            _fail(f"must be a number from {lo:g} to {hi:g}, not {given!r}")
+            fail(f"must be a number from {lo:g} to {hi:g}, not {given!r}")
     if not isinstance(value, (int, float)):
-        _fail(f"must be a number from {lo:g} to {hi:g}, not {type(value).__name__}")
+        fail(f"must be a number from {lo:g} to {hi:g}, not {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or not lo <= value <= hi:
-        _fail(f"must be a number from {lo:g} to {hi:g}, not {given!r}")
+        fail(f"must be a number from {lo:g} to {hi:g}, not {given!r}")
     return value
 
 
@@ -95,7 +95,7 @@ def to_choice(value: Any, *, choices: Iterable[str], aliases: Mapping[str, str] 
         word = (aliases or {}).get(word, word)
         if word in choices:
             return word
-    _fail(f"must be one of {', '.join(choices)}, not {value!r}")
+    fail(f"must be one of {', '.join(choices)}, not {value!r}")
 
 
 def to_flag(value: Any) -> bool:
@@ -108,7 +108,7 @@ def to_flag(value: Any) -> bool:
         word = value.strip().lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
-    _fail(f"must be true or false, not {value!r}")
+    fail(f"must be true or false, not {value!r}")
 
 
 def is_unicode(text: str) -> bool:
@@ -123,16 +123,16 @@ def is_unicode(text: str) -> bool:
 def to_text(value: Any, *, max_chars: int, required: bool = False, what: str = "text") -> str | None:
     """Trimmed text of at most ``max_chars`` (valid Unicode); empty -> None unless ``required``."""
     if not isinstance(value, str):
-        _fail(f"must be {what}, not {type(value).__name__}")
+        fail(f"must be {what}, not {type(value).__name__}")
     if len(value) > max_chars:  # counted as sent, as the published maxLength is
-        _fail(f"must be at most {max_chars} characters (got {len(value)})")
+        fail(f"must be at most {max_chars} characters (got {len(value)})")
     text = value.strip()
     if not text:
         if required:
-            _fail("must not be empty")
+            fail("must not be empty")
         return None
     if not is_unicode(text):
-        _fail("is not valid Unicode text (it holds a lone UTF-16 surrogate)")
+        fail("is not valid Unicode text (it holds a lone UTF-16 surrogate)")
     return text
 
 
@@ -165,7 +165,7 @@ def choice(choices: Iterable[str], *, aliases: Mapping[str, str] | None = None, 
     def check(value):
         if value is None or value == "":
             if default is None and not optional:
-                _fail(f"is required: one of {', '.join(choices)}")
+                fail(f"is required: one of {', '.join(choices)}")
             return default
         return to_choice(value, choices=choices, aliases=aliases)
 
@@ -187,7 +187,7 @@ def text(max_chars: int, *, required: bool = False, what: str = "text"):
     def check(value):
         if value is None:
             if required:
-                _fail("is required")
+                fail("is required")
             return None
         return to_text(value, max_chars=max_chars, required=required, what=what)
 
@@ -196,12 +196,25 @@ def text(max_chars: int, *, required: bool = False, what: str = "text"):
                      WithJsonSchema(schema if required else _nullable(schema, True))]
 
 
+def _media_reference(value: Any) -> str:
+    # Only its kind here: the media layer reads the header later (a big upload is not copied or scanned twice).
+    if value is None or (isinstance(value, str) and not value.strip()):
+        fail("is required (base64, a data URI or an asset id)")
+    if not isinstance(value, str):
+        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
+    return value
+
+
 def checked(check: Callable[[Any], Any], schema: dict, annotation: Any = Any):
     """A field with its own rule (``check`` raises through ``fail``) and its published schema."""
     return Annotated[annotation, PlainValidator(check), WithJsonSchema(schema)]
 
 
-fail = _fail
+
+
+#: An input image or audio clip: base64, a ``data:`` URI, or the id of an asset already stored.
+MediaReference = checked(_media_reference, {"type": "string", "minLength": 1,
+                                            "description": "base64, a data URI or an asset id"}, str)
 
 
 def schema_of(field_type) -> dict:
@@ -289,13 +302,3 @@ def _inline(node: Any, defs: dict) -> Any:
     if isinstance(node, list):
         return [_inline(v, defs) for v in node]
     return node
-
-
-def parse_bool(value: Any, field: str, default: bool = False) -> bool:
-    """``to_flag`` outside a model (absent or empty -> ``default``); the error names ``field``."""
-    if value is None or value == "" or (isinstance(value, str) and not value.strip()):
-        return default
-    try:
-        return to_flag(value)
-    except PydanticCustomError as exc:
-        raise InvalidInput.field(field, exc.message()) from None

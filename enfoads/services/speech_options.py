@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
-from enfoads.services.options import Options, checked, choice, fail, flag, text, to_number, whole_number
+from enfoads.services.options import MediaReference, Options, checked, choice, fail, flag, text, to_number, whole_number
 from enfoads.services.transcripts import RESPONSE_FORMATS
 
 __all__ = ["TASKS", "DEFAULT_TEMPERATURES", "TranscribeOptions", "TranscribeRequest", "parse_options"]
@@ -102,22 +102,12 @@ class TranscribeOptions(Options):
         return kwargs
 
 
-def _audio(value: Any) -> str:
-    # Only its kind here: the media layer reads the header (a big upload is not copied or scanned twice).
-    if value is None:
-        fail("is required (base64, a data URI or an asset id)")
-    if not isinstance(value, str):
-        fail(f"must be base64, a data URI or an asset id, not {type(value).__name__}")
-    return value
-
-
-AudioInput = checked(_audio, {"type": "string", "minLength": 1, "description": "base64, a data URI or an asset id"}, str)
 
 
 class TranscribeRequest(TranscribeOptions):
     """``speech.transcribe``'s params: the audio and the options."""
 
-    audio: AudioInput
+    audio: MediaReference
 
 
 def parse_options(params: dict, *, default_beam_size: int = 5) -> TranscribeOptions:

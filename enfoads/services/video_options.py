@@ -4,6 +4,7 @@ Field rules come from the options models (the frontend's names first, its
 camelCase aliases accepted); what needs the server (the avatar exists, the
 voice can speak) is checked after, naming the field as the client sent it.
 """
+import math
 from typing import Any
 
 from pydantic import Field
@@ -59,7 +60,7 @@ def _resolution(value: Any) -> int:
 
 def _scene_id(value: Any):
     if (not isinstance(value, (str, int, float)) or isinstance(value, bool) or len(str(value)) > 64
-            or (isinstance(value, float) and value != value) or (isinstance(value, float) and abs(value) == float("inf"))
+            or (isinstance(value, float) and not math.isfinite(value))
             or (isinstance(value, str) and not is_unicode(value))):
         fail("must be a short string or number")
     return value

@@ -95,7 +95,7 @@ class SignatureError(AssetError):
 
     status, code = 403, "bad_signature"
 
-    def __init__(self, message: str = "invalid or expired media link", **kwargs):
+    def __init__(self, message: str = "", **kwargs):
         super().__init__(message or "invalid or expired media link", **kwargs)
 
 

@@ -17,10 +17,21 @@ def _weights_problems(folder: Path, components) -> list[str]:
     return [f"{name}: no weights in {folder.name}/{name}" for name in components if component_weights(folder, name) is None]
 
 
-class SdxlLightning(Family):
+class TorchPipeline(Family):
+    """A diffusers pipeline on torch: measured by its modules' tensors."""
+
+    runtime = "torch"
+
+    def measure(self, model, paths: dict[str, Path]) -> int:
+        from enfoads.models.loaders.image import module_bytes
+
+        return module_bytes(model)
+
+
+class SdxlLightning(TorchPipeline):
     """SDXL base's text encoders, scheduler and (fp16-fix) VAE, with one Lightning UNet checkpoint file swapped in."""
 
-    loader, runtime = "sdxl_lightning", "torch"
+    loader = "sdxl_lightning"
     swaps_unets = True
 
     def tiny_paths(self, entry: ModelEntry, folder: Path) -> dict[str, Path]:
@@ -50,23 +61,11 @@ class SdxlLightning(Family):
         return image.load_sdxl_lightning(paths["base"], paths["unet"], device=device, dtype=dtype,
                                          vae_dir=paths.get("vae"), x0_prediction=bool(entry.options.get("x0_prediction")))
 
-    def measure(self, model, paths: dict[str, Path]) -> int:
-        from enfoads.models.loaders.image import module_bytes
 
-        return module_bytes(model)
-
-
-class DiffusersFolder(SdxlLightning):
+class DiffusersFolder(TorchPipeline):
     """A complete diffusers folder (``model_index.json`` and its components), SD-Turbo's for example."""
 
     loader = "diffusers_folder"
-    swaps_unets = False
-
-    def tiny_paths(self, entry: ModelEntry, folder: Path) -> dict[str, Path]:
-        return {"model": folder}
-
-    def real_paths(self, entry: ModelEntry, component: Component) -> dict[str, Path]:
-        return Family.real_paths(self, entry, component)
 
     def problems(self, entry: ModelEntry, paths: dict[str, Path]) -> list[str]:
         folder = Path(paths.get("model") or paths["base"])

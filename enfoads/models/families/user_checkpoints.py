@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from enfoads.models.catalog import ModelEntry
-from enfoads.models.families.base import Component, Family
+from enfoads.models.families.base import Component
+from enfoads.models.families.diffusers_pipelines import TorchPipeline
 
 
-class UserCheckpoint(Family):
-    runtime = "torch"
+class UserCheckpoint(TorchPipeline):
 
     def __init__(self, kind: str):
         self.kind = kind  # "single_file" or "diffusers_folder"
@@ -32,8 +32,3 @@ class UserCheckpoint(Family):
             return image.load_single_file(paths["model"], family=entry.options["family"],
                                           config_dir=entry.options.get("config_dir"), device=device, dtype=dtype)
         return image.load_diffusers_folder(paths["model"], device=device, dtype=dtype)
-
-    def measure(self, model, paths: dict[str, Path]) -> int:
-        from enfoads.models.loaders.image import module_bytes
-
-        return module_bytes(model)
