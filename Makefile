@@ -1,10 +1,12 @@
 # Two entry points (see README): `make serve` and `make test`.
-# Both create or reuse .venv and install torch first, pinned, where no torch is
-# installed yet: an unpinned torch would pull a multi-GB CUDA build.
+# Both create or reuse .venv and install torch and torchvision first, pinned, where they
+# are not importable together yet: spandrel (the upscalers) imports torchvision, which must
+# be the build made for that torch. PyPI's torch 2.14.1 + torchvision 0.29.1 run on a CPU
+# too (CUDA-linked, about 5.5 GB); the local CPU-only torch 2.13.0 has no torchvision.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH_PIN ?= torch==2.13.0
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not gpu"
 
 .PHONY: venv serve test doctor tiny bench clean
@@ -14,7 +16,7 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 venv: $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_PIN)"
+	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e ".[test]"
 
 serve: venv

@@ -30,6 +30,12 @@ onnx       buffalo_l- and inswapper-shaped ONNX graphs (``enfoads.models.tiny.fa
 whisper    a random-weight Whisper of large-v3-turbo's shape converted with
            CTranslate2 (float16), loaded by ``load_whisper(device="cuda")``:
            transcription time of 30 s of audio.
+enhance    Real-ESRGAN x4plus at full size (RRDBNet, 23 blocks, 16.7 M
+           parameters, random weights) saved as a .pth and loaded by
+           ``load_spandrel`` in fp16, a ``--size`` px picture upscaled x4 in
+           512 px tiles (32 px of context) by ``upscale_image``: seconds per
+           output megapixel, peak VRAM, the tile that worked; GFPGAN v1.4's
+           architecture (random weights) on one 512 px face: ms per face.
 
 Output: one figure per line, ``name=value`` on stdout (the libraries' own
 chatter goes to stderr), and ``check_<name>=ok`` or ``check_<name>=FAILED
@@ -68,7 +74,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHECKS = ("sdxl", "residency", "onnx", "whisper")
+CHECKS = ("sdxl", "residency", "onnx", "whisper", "enhance")
 GB = 10**9
 GIB = 1024**3
 SAMPLE_RATE = 16_000
@@ -972,6 +978,69 @@ def check_whisper(dev: Device, workdir: Path, report: Report, args) -> None:
         dev.free()
 
 
+def check_enhance(dev: Device, workdir: Path, report: Report, args) -> None:
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from enhance import full_size_state
+
+    from enfoads.models.loaders.upscale import load_spandrel
+    from enfoads.models.tiny.upscalers import GFPGAN_FILE, build_gfpgan_into
+    from enfoads.services.face_restore import gfpgan_restorer
+    from enfoads.services.upscale_tiles import upscale_image
+
+    device = "cuda" if dev.cuda else "cpu"
+    folder = workdir / "enhance"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        path = folder / "RealESRGAN_x4plus.pth"
+        if dev.full:
+            torch.save(full_size_state("x4plus"), path)
+        else:  # the tiny kit's file: same name and layout, 8 features
+            from enfoads.models.tiny.upscalers import build_into
+
+            build_into(folder)
+        model = load_spandrel(path, device=device, dtype="float16" if dev.cuda else "float32")
+        report.figure("enhance_x4plus_dtype", str(model.dtype).replace("torch.", ""))
+        pixels = (np.random.RandomState(0).rand(args.size, args.size, 3) * 255).astype(np.uint8)
+        upscale_image(model, pixels[:64, :64], scale=4, device=device, dtype=model.dtype)  # kernels, cuDNN
+        if dev.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            out, tile = upscale_image(model, pixels, scale=4, tile=512, overlap=32, min_tile=64, device=device,
+                                      dtype=model.dtype)
+            dev.sync()
+            times.append(time.perf_counter() - t0)
+        report.figure("enhance_x4plus_s_per_output_mp", median(times) / (out.shape[0] * out.shape[1] / 1e6))
+        report.figure("enhance_x4plus_tile", tile)
+        if dev.cuda:
+            report.figure("enhance_x4plus_peak_vram_gb", torch.cuda.max_memory_allocated() / GB)
+        report.check("enhance_x4plus_output", out.shape == (4 * args.size, 4 * args.size, 3), f"shape {out.shape}")
+        del model
+        dev.free()
+        build_gfpgan_into(folder)
+        gfpgan = load_spandrel(folder / GFPGAN_FILE, device=device, dtype="float32")
+        restore = gfpgan_restorer(gfpgan, device=device, dtype=gfpgan.dtype)
+        face = (np.random.RandomState(1).rand(512, 512, 3) * 255).astype(np.uint8)
+        restore(face)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            restored = restore(face)
+            dev.sync()
+            times.append(time.perf_counter() - t0)
+        report.figure("enhance_gfpgan_ms_per_face", 1000 * median(times))
+        report.check("enhance_gfpgan_output", restored.shape == (512, 512, 3), f"shape {restored.shape}")
+        del gfpgan, restore
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        dev.free()
+
+
 # --------------------------------------------------------------------------
 
 
@@ -1051,6 +1120,9 @@ def main(argv=None) -> int:
         if "whisper" in args.only:
             with report.section("whisper"):
                 check_whisper(dev, workdir, report, args)
+        if "enhance" in args.only:
+            with report.section("enhance"):
+                check_enhance(dev, workdir, report, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.figure("proof_total_seconds", time.perf_counter() - started)

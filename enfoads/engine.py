@@ -3,7 +3,7 @@
 ``build_engine`` makes each part explicitly and the ``Engine`` owns and
 closes all of them: the runtime (hardware, profile, residency), the asset
 store, the event bus, the job queue (the local backend, ``enfoads.work.backend``),
-the TTS engine, one object per service (images, faces, speech, video), the
+the TTS engine, one object per service (images, faces, speech, enhance, video), the
 installer that downloads the profile's missing models in the background
 (``ENFOADS_AUTO_DOWNLOAD``) and the warm start (``ENFOADS_WARM``). The web
 app keeps one in ``app.extensions["enfoads"]``; tests and the notebook build
@@ -29,6 +29,7 @@ from enfoads.models.runtime import Runtime, build_runtime
 from enfoads.work.schema import open_database
 from enfoads.services import JobKind
 from enfoads.services import video as video_service
+from enfoads.services.enhance import EnhanceService
 from enfoads.services.faces import FaceSwapper
 from enfoads.services.images import ImageService
 from enfoads.services.speech import SpeechTranscriber
@@ -55,6 +56,7 @@ class Engine:
     images: ImageService
     faces: FaceSwapper
     speech: SpeechTranscriber
+    enhance: EnhanceService
     kinds: dict[str, JobKind] = field(default_factory=dict)
     installer: Installer | None = None  # the background download of missing models
     warmer: Warmer | None = None  # the warm start of the default models (ENFOADS_WARM)
@@ -117,12 +119,14 @@ def build_engine(settings: Settings, hardware: Hardware | None = None, *, start:
     installer = Installer.from_settings(settings, runtime.profile.name, bus)
     tts = TTS.from_settings(settings)
     images = ImageService(runtime)
-    faces = FaceSwapper(runtime)
+    enhance = EnhanceService(runtime)
+    faces = FaceSwapper(runtime, enhance=enhance)
     speech = SpeechTranscriber(runtime)
     job_kinds = [
         *images.job_kinds(),
         *faces.job_kinds(assets=assets),
         *speech.job_kinds(assets=assets),
+        *enhance.job_kinds(assets=assets),
         *video_service.job_kinds(runtime, tts=tts, avatars=avatars),
     ]
     kinds: dict[str, JobKind] = {}
@@ -134,7 +138,7 @@ def build_engine(settings: Settings, hardware: Hardware | None = None, *, start:
     warmer = Warmer(settings.warm_roles, warm_ups, runtime=runtime, queue=queue, installer=installer)
     engine = Engine(
         settings=settings, runtime=runtime, db=db, assets=assets, bus=bus, queue=queue,
-        library=Library(db), avatars=avatars, tts=tts, images=images, faces=faces, speech=speech,
+        library=Library(db), avatars=avatars, tts=tts, images=images, faces=faces, speech=speech, enhance=enhance,
         kinds=kinds, installer=installer, warmer=warmer,
     )
     if start:

@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     max_image_mb: float = Field(30.0, gt=0, description="largest input image (face swap, avatars)")
     max_image_pixels: int = Field(40_000_000, gt=0, description="largest input image in pixels (decompression bombs)")
     max_audio_seconds: float = Field(7200.0, gt=0, description="longest audio accepted for transcription")
+    enhance_max_side: int = Field(
+        4096, ge=64, le=16384,
+        description="longest side of an enhanced image (x4 of a 1024 px image); larger results are refused (413)",
+    )
+    enhance_max_video_side: int = Field(1920, ge=64, le=8192, description="longest side of an enhanced video")
+    enhance_max_video_frames: int = Field(9000, ge=1, description="most frames of a video to enhance (5 min at 30 fps)")
+    allow_restricted_upscalers: bool = Field(
+        False,
+        description="load drop-in models of non-commercial or copyleft architectures (spandrel_extra_arches: "
+        "CodeFormer and others); off, they are listed with the reason",
+    )
     tts_edge: Literal["auto", "off"] = Field("auto", description="edge-tts (online) when installed and reachable")
     tts_default_voice: str | None = Field(None, description="voice id used when a request names none")
     ffmpeg_path: str | None = Field(None, description="ffmpeg binary; default the one imageio-ffmpeg ships")

@@ -126,7 +126,6 @@ def test_frontend_gpu_status_fields(client, api):
 
 @pytest.mark.parametrize("path,body", [
     ("/live-portrait", {"image": "x", "audio": "y"}),
-    ("/enhance-media", {"media_url": "x", "type": "image"}),
 ])
 def test_later_capabilities_answer_501_honestly(client, api, path, body):
     r = client.post(PREFIX + path, json=body, headers=frontend_login(client))

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive, get_entry
+from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive, UrlFile, get_entry
 from enfoads.models.preload import PreloadError, select_models
 from enfoads.models.profiles import PROFILES, ROLES
 
@@ -45,7 +45,8 @@ def test_archives_carry_their_published_digest_and_size():
         assert src.url.startswith("https://")
         assert SHA256.match(src.sha256 or ""), entry.id
         assert src.bytes and src.bytes <= entry.download_bytes * 1.2
-        assert src.unpack_to.startswith("insightface/models/")
+        # Packs where insightface looks; single release files in a folder per model, never the drop-in upscale/.
+        assert src.unpack_to.startswith("enhance/" if isinstance(src, UrlFile) else "insightface/models/")
 
 
 def test_big_repositories_are_filtered_and_whisper_gets_what_faster_whisper_loads():
@@ -76,11 +77,12 @@ def test_profiles_name_catalogue_models_for_every_role():
 
 
 def test_select_models_by_profile_role_and_id():
-    assert [e.id for e in select_models("t4")][:5] == [
+    assert [e.id for e in select_models("t4")][:7] == [
         "sdxl-lightning-4step", "buffalo_l", "inswapper_128", "faster-whisper-large-v3-turbo", "espeak-ng",
+        "realesrgan-x4plus", "gfpgan-v1.4",
     ]
     # Then the default Piper voices (tts), each two files of rhasspy/piper-voices.
-    for entry in select_models("t4")[5:]:
+    for entry in select_models("t4")[7:]:
         assert entry.id.startswith("piper:") and entry.role == "tts"
         assert [p.rsplit(".", 1)[-1] for p in entry.sources["voice"].allow_patterns] == ["onnx", "json"]
     assert [e.id for e in select_models("cpu", ["image", "speech"])] == ["sd-turbo", "faster-whisper-small"]

@@ -252,7 +252,7 @@ def test_bad_requests_are_refused_before_queueing(env):
     assert env.kind.validate({"source_image": good, "target_image": good, "source_face_index": "1",
                               "target_face_indices": "0,2", "paste_back": "false"}) == {
         "source_image": good, "target_image": good, "source_face_index": 1, "target_face_indices": [0, 2],
-        "paste_back": False,
+        "paste_back": False, "restore": False,
     }
 
 

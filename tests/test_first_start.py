@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from enfoads.models.catalog import CATALOG
+from enfoads.models.catalog import CATALOG, UrlArchive
 from enfoads.models.installer import apply_catalog_overrides, catalog_overrides
 from enfoads.models.preload import select_models
 from enfoads.testing.hub import FakeHub
@@ -183,9 +183,12 @@ def test_nothing_is_downloaded_and_the_503_names_the_command(hub, tmp_path, swit
 def test_overrides_replace_only_what_a_replica_cannot_match(hub):
     _, replicas, overrides = hub
     data = json.loads(overrides.read_text())
-    # The zip's URL, sha256 and size; the hub files' published digests: nothing else.
-    assert set(data["buffalo_l"]["pack"]) == {"url", "sha256", "bytes"}
-    assert all(set(comp) <= {"sha256"} for model, comps in data.items() if model != "buffalo_l" for comp in comps.values())
+    # The release assets' URL, sha256 and size (the zip, the .pth files); the hub files' published digests: nothing else.
+    released = {m for m, e in CATALOG.items() if any(isinstance(s, UrlArchive) for s in e.sources.values())}
+    assert "buffalo_l" in data and released >= {"buffalo_l", "realesrgan-x4plus", "gfpgan-v1.4"}
+    assert all(set(data[m][c]) == {"url", "sha256", "bytes"} for m in released & set(data) for c in data[m])
+    assert all(set(comp) <= {"sha256"} for model, comps in data.items() if model not in released
+               for comp in comps.values())
     entries = [CATALOG["buffalo_l"], CATALOG[IMAGE]]
     assert apply_catalog_overrides(entries, data) == [replica_catalog(replicas)[e.id] for e in entries]
     for field, value in (("revision", "main"), ("repo_id", "someone/else"), ("unpack_to", "elsewhere")):

@@ -47,8 +47,8 @@ FAST_EXAMPLES = FULL or 60
 SLOW_EXAMPLES = FULL or 15
 # Operations whose positive examples run a model (a job for the GPU worker or the CPU pool).
 SLOW_PATHS = ["/generate-image", "/face-swap", "/v1/images/generations", "/v1/audio/transcriptions",
-              "/render-video", "/render-multi-scene", "/api/jobs"]
-NOT_IMPLEMENTED_PATHS = ["/live-portrait", "/enhance-media"]
+              "/render-video", "/render-multi-scene", "/enhance-media", "/api/jobs"]
+NOT_IMPLEMENTED_PATHS = ["/live-portrait"]
 KEY = "fuzz-key-0123456789abcdef"
 
 

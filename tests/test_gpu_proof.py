@@ -43,6 +43,10 @@ WHISPER = [
     "whisper_transcribe_seconds", "whisper_realtime_factor", "whisper_segments", "check_whisper",
     "whisper_section_seconds",
 ]
+ENHANCE = [
+    "enhance_x4plus_dtype", "enhance_x4plus_s_per_output_mp", "enhance_x4plus_tile", "check_enhance_x4plus_output",
+    "enhance_gfpgan_ms_per_face", "check_enhance_gfpgan_output", "check_enhance", "enhance_section_seconds",
+]
 FOOTER = ["proof_total_seconds", "checks_failed"]
 LINE = re.compile(r"^([a-z0-9_]+)=(\S.*)$")
 
@@ -80,7 +84,7 @@ def test_cpu_smoke_prints_every_figure_and_passes():
     proc = _run("--cpu-smoke")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = _figures(proc.stdout)
-    expected = HEADER + SDXL + RESIDENCY + ONNX + WHISPER + FOOTER
+    expected = HEADER + SDXL + RESIDENCY + ONNX + WHISPER + ENHANCE + FOOTER
     missing = [name for name in expected if name not in figures]
     assert not missing, f"missing figures {missing}\n{proc.stdout}"
     assert list(figures) == expected, "figures out of the documented order"

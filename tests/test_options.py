@@ -26,6 +26,8 @@ VALID = {
     "speech.transcribe": {"audio": "aGk="},
     "video.render": {"script": "Hello there.", "avatar_id": "default"},
     "video.render_multi": {"scenes": [{"script": "Hello there.", "avatarId": "default"}]},
+    "enhance.image": {"media": "aGk="},
+    "enhance.video": {"media": "aGk="},
 }
 # Kinds whose compare-only fields the service splits out before the model sees them.
 PARSED_BY_SERVICE = {("image.compare", "steps"), ("image.compare", "models"), ("image.compare", "n"),

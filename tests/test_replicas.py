@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from enfoads.models import registry
-from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive
+from enfoads.models.catalog import CATALOG, HubFiles, UrlArchive, UrlFile
 from enfoads.models.preload import preload, select_models
 from enfoads.models.profiles import PROFILES
 from enfoads.testing import replica_files as data
@@ -122,6 +122,9 @@ def test_every_catalogue_source_has_a_real_file_list():
                 assert set(listing.unverified_paths) <= set(listing.paths)
                 if not listing.verified or listing.unverified_paths:
                     assert listing.note, f"{src.repo_id}: say why it is not verified"
+            elif isinstance(src, UrlFile):
+                release = data.RELEASE_FILES[src.filename]
+                assert (release.url, release.sha256, release.bytes) == (src.url, src.sha256, src.bytes), entry.id
             else:
                 assert src.url.rsplit("/", 1)[-1] in data.ARCHIVES
     assert data.BUFFALO_L_ZIP.url == CATALOG["buffalo_l"].sources["pack"].url
@@ -153,6 +156,17 @@ def test_replica_file_lists_equal_the_real_file_lists(replicas, hub, online):
         with zipfile.ZipFile(io.BytesIO(content)) as zf:
             assert tuple(sorted(zf.namelist())) == tuple(sorted(data.ARCHIVES[name].member_names))
             assert {i.date_time for i in zf.infolist()} == {(2024, 1, 1, 0, 0, 0)}
+    import torch
+
+    from enfoads.models.loaders.upscale import describe
+
+    assert set(replicas.release_files) == set(data.RELEASE_FILES)
+    for name, content in replicas.release_files.items():
+        # The real wrapper key, and the architecture spandrel detects in the real file.
+        state = torch.load(io.BytesIO(content), map_location="cpu", weights_only=True)
+        assert list(state) == [data.RELEASE_FILES[name].top_key], name
+        found = describe(state[data.RELEASE_FILES[name].top_key], name=name)
+        assert found.architecture.id == data.RELEASE_FILES[name].architecture, name
 
 
 def test_what_the_catalogue_downloads_is_tiny_weights_of_the_real_format(replicas):
@@ -246,6 +260,10 @@ def test_preload_installs_the_profile_in_the_hf_cache_layout(profile, preloaded,
             continue
         assert registry.presence(entry, models_dir).present, entry.id
         for src in entry.sources.values():
+            if isinstance(src, UrlFile):
+                placed = models_dir / src.unpack_to / src.filename
+                assert placed.read_bytes() == replicas.release_files[src.filename], entry.id
+                continue
             if isinstance(src, UrlArchive):
                 pack = models_dir / src.unpack_to
                 assert sorted(p.name for p in pack.iterdir()) == sorted(data.ARCHIVES["buffalo_l.zip"].member_names)
@@ -285,7 +303,7 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
     installed = {m.entry.id for m in report.models if m.status == "downloaded"}
     roles = PROFILES[profile].roles
     ran = []
-    for role in ("image", "faces", "swapper", "speech"):
+    for role in ("image", "faces", "swapper", "speech", "upscale", "restore"):
         choice = roles[role]
         if choice.model_id not in installed:
             continue  # a catalogue bug, reported by the preload test
@@ -297,6 +315,13 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
             assert len(model.get(face_test_pattern())) == 1
         elif role == "swapper":
             assert model.input_size == (128, 128)
+        elif role in ("upscale", "restore"):
+            import torch
+
+            side = 512 if role == "restore" else 8
+            with torch.inference_mode():
+                out = model(torch.rand(1, 3, side, side))
+            assert tuple(out.shape) == (1, 3, side * model.scale, side * model.scale)
         else:
             segments, info = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1, temperature=0,
                                               max_new_tokens=2, without_timestamps=True, language="es")

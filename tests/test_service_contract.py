@@ -46,6 +46,22 @@ def _wav_b64(seconds: float = 1.0, rate: int = 16000) -> str:
     return base64.b64encode(out.getvalue()).decode()
 
 
+def _mp4_b64(seconds: float = 1.0) -> str:
+    """A 32x24 px, 10 fps H.264 clip with an AAC tone, made by the ffmpeg the product uses."""
+    import subprocess
+    import tempfile
+
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory() as work:
+        out = f"{work}/clip.mp4"
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error",
+                        "-f", "lavfi", "-i", f"testsrc=size=32x24:rate=10:duration={seconds}",
+                        "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", out], check=True)
+        return "data:video/mp4;base64," + base64.b64encode(open(out, "rb").read()).decode()
+
+
 def samples() -> dict[str, dict]:
     """A small valid request per kind, with real inputs the tiny models can work on."""
     marked = face_test_pattern(squares=((272, 192, 128),))
@@ -59,6 +75,8 @@ def samples() -> dict[str, dict]:
         "video.render_multi": {"scenes": [{"script": "Hello.", "avatarId": "default"},
                                           {"script": "Goodbye.", "avatarId": "default"}],
                                "resolution": 144, "fps": 10},
+        "enhance.image": {"media": _png_b64(face_test_pattern(64, 48, squares=((16, 8, 32),))), "scale": 2},
+        "enhance.video": {"media": _mp4_b64(), "scale": 2},
     }
 
 

@@ -316,7 +316,7 @@ def test_work_folder_of_an_interrupted_run_is_replaced(tmp_path):
     stale = tmp_path / "enfoads-video-job1"
     stale.mkdir()
     (stale / "scene.mp4").write_bytes(b"partial")
-    with video._Work(tmp_path, "job1") as work:
+    with video.WorkDir(tmp_path, "job1") as work:
         assert work == stale and list(work.iterdir()) == []
     assert not stale.exists()
 

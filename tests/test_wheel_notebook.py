@@ -1,7 +1,7 @@
 """The package as it is published: the sdist and the wheel `python -m build` makes, the wheel
 installed into a fresh Python, and the Colab notebook installing that wheel by itself.
 
-The fresh venv stands in for a Colab runtime: torch, ipykernel and ipywidgets 7 (what Colab ships)
+The fresh venv stands in for a Colab runtime: torch, torchvision, ipykernel and ipywidgets 7 (what Colab ships)
 are there, enfoads is not. It is made once per test session (about 30 s; installing the wheel's
 dependencies into it takes another minute, inside the notebook's install cell).
 """
@@ -21,7 +21,8 @@ import enfoads
 from test_notebook import assert_notebook_worked, execute_notebook, notebook_env
 
 REPO = Path(__file__).resolve().parents[1]
-TORCH_PIN = os.environ.get("TORCH_PIN", "torch==2.13.0")  # the Makefile's pin: a CPU build, not a CUDA one
+# The Makefile's pin: the torch and torchvision pair Colab also ships together (spandrel needs both).
+TORCH_PIN = os.environ.get("TORCH_PIN", "torch==2.14.1 torchvision==0.29.1").split()
 COLAB_PREINSTALLED = ("ipykernel>=6.29", "ipywidgets>=7.7,<8")  # Colab manages these; enfoads never installs them
 KERNEL = "enfoads-fresh-venv"
 
@@ -48,7 +49,7 @@ def fresh_python(tmp_path_factory):
     venv = tmp_path_factory.mktemp("colab-like") / "venv"
     run([sys.executable, "-m", "venv", venv], timeout=300)
     python = venv / "bin" / "python"
-    run([python, "-m", "pip", "install", "-q", TORCH_PIN, *COLAB_PREINSTALLED], timeout=900)
+    run([python, "-m", "pip", "install", "-q", *TORCH_PIN, *COLAB_PREINSTALLED], timeout=900)
     return python
 
 

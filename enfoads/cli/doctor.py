@@ -32,6 +32,21 @@ def _onnx_providers() -> str:
     return ", ".join(onnxruntime.get_available_providers())
 
 
+def _drop_in_upscalers(settings: Settings) -> list[str]:
+    """The user's upscaler files, each with what spandrel detected or why it cannot be used."""
+    from enfoads.models.user_upscalers import discover_upscalers, upscale_dir
+
+    files = discover_upscalers(settings.models_dir, allow_restricted=settings.allow_restricted_upscalers)
+    if not files:
+        return []
+    lines = ["", f"upscalers you added ({upscale_dir(settings.models_dir)}):"]
+    for f in files:
+        what = f"{f.architecture} x{f.scale} ({f.role})" if f.valid else f"UNUSABLE: {f.reason}"
+        lines.append(f"  {f.id:<40} {what}")
+    lines.append(f"  {'':<40} licence: unknown (files you added: check each one's licence)")
+    return lines
+
+
 def report(settings: Settings, hardware: Hardware, profile: Profile) -> tuple[str, int]:
     """The doctor's text and how many required models are missing."""
     lines = [f"enfoads {__version__}", ""]
@@ -60,6 +75,7 @@ def report(settings: Settings, hardware: Hardware, profile: Profile) -> tuple[st
         mark = "present" if state.present else "MISSING"
         lines.append(f"  {role:<8} {entry.id:<32} {choice.device}/{choice.dtype:<8} {mark}: {state.detail}")
         lines.append(f"  {'':<8} licence: {entry.licence}")
+    lines += _drop_in_upscalers(settings)
     lines.append("")
     if missing:
         lines.append(f"{missing} model(s) missing: run `enfoads preload --profile {profile.name}` to download them.")

@@ -13,10 +13,8 @@ catalogue change; the previous version stays installed and selectable
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-GB = 10**9
-MB = 10**6
+from enfoads.models.catalog_types import GB, MB, HubFiles, ModelEntry, UrlArchive, UrlFile
+from enfoads.models.catalog_enhance import ENHANCE_ENTRIES
 
 # Staging (``ModelEntry.staging_bytes``): host RAM a load onto the GPU holds at its peak,
 # read from each loader and the libraries it calls (and measured on a CPU where the step
@@ -32,66 +30,6 @@ LICENCE_SD_TURBO = "Stability AI Non-Commercial Research Community License"
 LICENCE_INSIGHTFACE = "non-commercial research use only (InsightFace pretrained models)"
 LICENCE_MIT = "MIT"
 LICENCE_APACHE = "Apache-2.0"
-
-
-@dataclass(frozen=True)
-class HubFiles:
-    """Files of one Hugging Face repository at a pinned revision.
-
-    ``sha256`` pairs a file path with its published sha256, checked on top of
-    the hub's LFS metadata (empty where none is published).
-    """
-
-    repo_id: str
-    revision: str = "main"
-    allow_patterns: tuple[str, ...] = ()
-    subfolder: str = ""
-    sha256: tuple[tuple[str, str], ...] = ()
-
-    def expected_sha256(self, path: str) -> str | None:
-        return dict(self.sha256).get(path)
-
-
-@dataclass(frozen=True)
-class UrlArchive:
-    """A file outside the hub (insightface packs ship as GitHub release zips)."""
-
-    url: str
-    unpack_to: str  # folder under the models dir the archive is extracted into
-    sha256: str | None = None
-    bytes: int | None = None  # size of the archive, where published
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model the product can load.
-
-    ``loader`` names the function family in ``enfoads.models.loaders``; ``sources``
-    maps a component name (``base``, ``unet``, ``vae``, ``pack``...) to where
-    its files come from; ``tiny`` names the kit recipe for random weights.
-    """
-
-    id: str
-    role: str  # image, faces, swapper, speech, tts
-    runtime: str  # torch, ctranslate2, onnxruntime, process
-    loader: str
-    description: str
-    licence: str
-    download_bytes: int
-    vram_bytes: int  # estimated footprint on the GPU (fp16 where applicable)
-    ram_bytes: int  # estimated footprint in host RAM when on the CPU
-    # Host RAM a load onto the GPU holds at its peak (what its loader keeps on the CPU
-    # before the move), reserved beside the GPU footprint while it runs. None: unknown,
-    # the whole ``ram_bytes`` is assumed to pass through host RAM.
-    staging_bytes: int | None = None
-    sources: dict[str, HubFiles | UrlArchive] = field(default_factory=dict)
-    tiny: str | None = None  # tiny kit recipe, for random-weight models
-    options: dict = field(default_factory=dict)
-
-    @property
-    def movable(self) -> bool:
-        # Only torch modules can move between devices in place.
-        return self.runtime == "torch"
 
 
 # Commit pins. Each is the commit that many public projects pin or show in
@@ -390,11 +328,14 @@ SDXL_BASE_UNET = ModelEntry(
     },
 )
 CATALOG[SDXL_BASE_UNET.id] = SDXL_BASE_UNET
+CATALOG.update({e.id: e for e in ENHANCE_ENTRIES})
 
 #: ``enfoads preload --with NAME``: optional downloads for profiles whose image model is SDXL-Lightning.
 PRELOAD_EXTRAS: dict[str, tuple[str, ...]] = {
     "quality": (SDXL_BASE_UNET.id,),
     "lightning-steps": ("sdxl-lightning-1step", "sdxl-lightning-2step", "sdxl-lightning-8step"),
+    # Every catalogued upscaler, beside the profile's default one.
+    "upscalers": ("realesrgan-x4plus", "realesrgan-x4plus-anime-6b", "realesr-general-x4v3"),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Mapping
 
 GIB = 1024**3
 
-ROLES = ("image", "faces", "swapper", "speech", "tts")
+ROLES = ("image", "faces", "swapper", "speech", "tts", "upscale", "restore")
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,19 @@ def _roles(**choices: RoleChoice) -> Mapping[str, RoleChoice]:
     return MappingProxyType(dict(choices))
 
 
+# Upscaling tiles: side, context on each side, and the floor halving stops at (enfoads.services.upscale_tiles).
+_UPSCALE_TILES = MappingProxyType({"tile": 512, "overlap": 32, "min_tile": 64})
+
+
 _GPU_ROLES = _roles(
     image=RoleChoice("sdxl-lightning-4step", "gpu", "float16", {"width": 1024, "height": 1024, "steps": 4}),
     faces=RoleChoice("buffalo_l", "gpu", "float32", {"det_size": (640, 640)}),
     swapper=RoleChoice("inswapper_128", "gpu", "float32"),
     speech=RoleChoice("faster-whisper-large-v3-turbo", "gpu", "float16", {"beam_size": 5}),
     tts=RoleChoice("espeak-ng", "cpu", "none"),
+    # Tiles of 512 px with 32 px of context: the x4 output of one tile fits the T4 reserve.
+    upscale=RoleChoice("realesrgan-x4plus", "gpu", "float16", _UPSCALE_TILES),
+    restore=RoleChoice("gfpgan-v1.4", "gpu", "float32", {"size": 512}),
 )
 
 _T4 = Profile(
@@ -77,6 +84,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 swapper=RoleChoice("inswapper_128", "cpu", "float32"),
                 speech=RoleChoice("faster-whisper-small", "cpu", "int8", {"beam_size": 1}),
                 tts=RoleChoice("espeak-ng", "cpu", "none"),
+                # The compact model: ~15x fewer operations than RRDBNet, the one a CPU can run.
+                upscale=RoleChoice("realesr-general-x4v3", "cpu", "float32", _UPSCALE_TILES),
+                restore=RoleChoice("gfpgan-v1.4", "cpu", "float32", {"size": 512}),
             ),
         ),
         "tiny": Profile(
@@ -88,6 +98,9 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 swapper=RoleChoice("tiny-inswapper_128", "gpu", "float32"),
                 speech=RoleChoice("tiny-whisper", "gpu", "int8", {"beam_size": 1}),
                 tts=RoleChoice("espeak-ng", "cpu", "none"),
+                upscale=RoleChoice("tiny-realesrgan-x4plus", "gpu", "float32",
+                                   {"tile": 64, "overlap": 8, "min_tile": 16}),
+                restore=RoleChoice("tiny-gfpgan", "gpu", "float32", {"size": 512}),
             ),
             ram_reserve_gb=0.5,
         ),

@@ -1,7 +1,7 @@
 """Model services: pure work, no Flask, no globals.
 
 Each service is an object built over a runtime (``ImageService``,
-``FaceSwapper``, ``SpeechTranscriber``; videos through ``video.job_kinds``
+``FaceSwapper``, ``SpeechTranscriber``, ``EnhanceService``; videos through ``video.job_kinds``
 with an explicit TTS engine and avatar store). ``enfoads.engine`` builds one
 of each, owns and closes them, and registers what their ``job_kinds()``
 returns with the job backend. A ``JobKind`` is:

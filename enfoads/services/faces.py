@@ -10,6 +10,8 @@ Job kind ``faces.swap``. Params (see :func:`validate_params`):
 - ``paste_back``: true (default) gives the whole target picture with the faces
   replaced; false gives the aligned 128 px swapped faces, one PNG per face,
   each with the affine matrix that maps target pixels onto it.
+- ``restore``: false (default); true runs GFPGAN over each replaced face
+  afterwards (``enfoads.services.enhance``), with ``paste_back``.
 
 Faces are numbered left to right by the left edge of their box (ties: top to
 bottom), in both images; the result lists every face found, so a client can
@@ -63,11 +65,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from enfoads.services import image_input, media
-from enfoads.errors import InvalidInput, PayloadTooLarge, UnprocessableInput
+from enfoads.errors import InvalidInput, UnprocessableInput
 from enfoads.services import JobKind
 from enfoads.services.face_detection import DETECT_MAX_SIDE, _area, detect
-from enfoads.services.options import MediaReference, Options, checked, fail, flag, to_whole_number
+from enfoads.services.options import MediaReference, Options, aliases, checked, fail, flag, to_whole_number
 
 __all__ = ["JOB_KIND", "MAX_TARGET_FACES", "job_kinds", "FaceSwapper"]
 
@@ -117,6 +121,7 @@ FaceIndices = checked(_indices, {"anyOf": [
 
 
 PasteBack = flag(True)
+Restore = flag(False)
 
 
 class SwapOptions(Options):
@@ -129,6 +134,8 @@ class SwapOptions(Options):
     source_face_index: FaceIndex = None
     target_face_indices: FaceIndices = None
     paste_back: PasteBack = True
+    # GFPGAN over each replaced face afterwards (enfoads.services.enhance): inswapper's 128 px faces look soft.
+    restore: Restore = Field(False, validation_alias=aliases("restore", "face_restore", "restore_faces"))
 
 
 @dataclass(frozen=True)
@@ -170,16 +177,7 @@ def validate_params(params: dict, *, limits: Limits = Limits(), assets=None, pro
 
 
 def _asset_image(assets, asset_id: str, field: str, limits: Limits, read: bool = True) -> bytes | None:
-    from enfoads.work.assets import AssetNotFound
-
-    try:
-        asset = assets.get(asset_id)
-    except AssetNotFound:
-        raise InvalidInput.field(field, f"there is no asset {asset_id!r}") from None
-    if not asset.mime.startswith("image/"):
-        raise InvalidInput.field(field, f"asset {asset_id!r} is {asset.mime}, not an image")
-    if asset.bytes > limits.max_bytes:
-        raise PayloadTooLarge.field(field, f"asset {asset_id!r} is {asset.bytes} bytes; the limit is {limits.max_bytes}")
+    media.stored_asset(assets, asset_id, field=field, types=("image/",), what="an image", max_bytes=limits.max_bytes)
     return assets.read_bytes(asset_id) if read else None
 
 
@@ -252,9 +250,18 @@ def swap_into(swapper, pixels, target_face, source_face):
 class FaceSwapper:
     """The face swap service over a runtime's residency manager (no Flask, no globals)."""
 
-    def __init__(self, runtime, *, limits: Limits | None = None):
+    def __init__(self, runtime, *, limits: Limits | None = None, enhance=None):
         self.runtime = runtime
         self.limits = limits or Limits.from_settings(runtime.settings)
+        self._enhance = enhance  # the EnhanceService whose restore_faces runs for ``restore: true``
+
+    @property
+    def enhance(self):
+        if self._enhance is None:
+            from enfoads.services.enhance import EnhanceService
+
+            self._enhance = EnhanceService(self.runtime)
+        return self._enhance
 
     def warm_up(self) -> dict:
         """Load the face analysis pack and the swapper and run each once on a blank input."""
@@ -280,7 +287,12 @@ class FaceSwapper:
                 an asset id names an existing image (the handler uses ``ctx.assets``).
         """
         def validate(params: dict) -> dict:
-            return validate_params(params, limits=self.limits, assets=assets)
+            params = validate_params(params, limits=self.limits, assets=assets)
+            if params["restore"]:
+                from enfoads.models.catalog_enhance import RESTORE
+
+                self.enhance.models.resolve(None, RESTORE, field="restore")  # a 400 now if it cannot run
+            return params
 
         def handler(params: dict, ctx) -> dict:
             params = validate_params(params, limits=self.limits, probe=False)
@@ -400,6 +412,10 @@ class FaceSwapper:
             out, regions = out
             for face, region in zip(result["target_faces"], regions):
                 face["region"] = region
+            if params.get("restore"):
+                progress(92, "restoring faces")
+                out, restored = self.enhance.restore_faces(out, kps=[face.kps for _i, face in chosen])
+                result["restored_faces"] = sum(box is not None for box in restored)
             if save is None:
                 result["pixels"] = out
                 return result

@@ -146,6 +146,25 @@ def read_payload(value: Any, *, field: str, max_bytes: int, allow_empty: bool = 
     return Payload(data, _MIME_ALIASES.get(declared, declared) if declared else None)
 
 
+def stored_asset(assets, asset_id: str, *, field: str, types: tuple[str, ...], what: str,
+                 max_bytes: int | None = None, wrong_type: type[InvalidInput] = InvalidInput):
+    """The asset ``asset_id`` names, checked for a request's ``field``: it exists, its MIME type starts
+    with one of ``types`` (else ``wrong_type``, saying it is not ``what``) and it is within ``max_bytes``."""
+    from enfoads.work.assets import AssetNotFound
+
+    if assets is None:
+        raise InvalidInput.field(field, "asset ids need an asset store")
+    try:
+        asset = assets.get(asset_id)
+    except AssetNotFound:
+        raise InvalidInput.field(field, f"there is no asset {asset_id!r}") from None
+    if not asset.mime.startswith(types):
+        raise wrong_type.field(field, f"asset {asset_id!r} is {asset.mime}, not {what}")
+    if max_bytes is not None and asset.bytes > max_bytes:
+        raise PayloadTooLarge.field(field, f"asset {asset_id!r} is {_mb(asset.bytes)}; the limit is {_mb(max_bytes)}")
+    return asset
+
+
 def _too_many_bytes(field: str, size: int, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge.field(field, f"is {_mb(size)}; the limit is {_mb(limit)}")
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from enfoads.services import audio_input, media
-from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from enfoads.errors import InvalidInput, UnsupportedMediaType
 from enfoads.services import JobKind
 from enfoads.services.speech_options import TranscribeOptions, TranscribeRequest, parse_options
 from enfoads.services.transcripts import ASSET_MIMES, CONTENT_TYPES, Transcript, encode_body, render
@@ -194,19 +194,10 @@ class Limits:
 
 
 def _check_audio_asset(assets, asset_id: str, limits: Limits, read: bool):
-    from enfoads.work.assets import AssetNotFound
-
-    try:
-        asset = assets.get(asset_id)
-    except AssetNotFound:
-        raise InvalidInput.field("audio", f"there is no asset {asset_id!r}") from None
-    if not asset.mime.startswith(_AUDIO_ASSET_TYPES):
-        raise UnsupportedMediaType.field("audio", f"asset {asset_id!r} is {asset.mime}, not audio")
+    asset = media.stored_asset(assets, asset_id, field="audio", types=_AUDIO_ASSET_TYPES, what="audio",
+                               max_bytes=limits.max_bytes, wrong_type=UnsupportedMediaType)
     if asset.bytes == 0:
         raise InvalidInput.field("audio", f"asset {asset_id!r} is empty (0 bytes)")
-    if asset.bytes > limits.max_bytes:
-        raise PayloadTooLarge.field("audio", f"asset {asset_id!r} is {asset.bytes / media.MB:.1f} MB; "
-                                             f"the limit is {limits.max_bytes / media.MB:.1f} MB")
     return assets.path(asset_id) if read else None
 
 

@@ -198,12 +198,12 @@ class VideoRenderer:
         return out
 
 
-class _Work:
-    """``<root>/enfoads-video-<job id>``: made empty at start, always removed at the end."""
+class WorkDir:
+    """``<root>/enfoads-<what>-<job id>``: made empty at start, always removed at the end."""
 
-    def __init__(self, root: Path | None, job_id: str):
+    def __init__(self, root: Path | None, job_id: str, what: str = "video"):
         self.root = Path(root) if root is not None else Path(tempfile.gettempdir())
-        self.path = self.root / f"enfoads-video-{job_id}"
+        self.path = self.root / f"enfoads-{what}-{job_id}"
 
     def __enter__(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -271,7 +271,7 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
         fmt = VideoFormat.from_params(params)
         started = time.perf_counter()
         ctx.progress(0, "speech")
-        with _Work(work_root, ctx.job_id) as work:
+        with WorkDir(work_root, ctx.job_id) as work:
             scene = renderer.render_scene(
                 script=params["script"], avatar_id=params["avatar_id"], voice_id=params["voice_id"],
                 subtitles=params["subtitles"], fmt=fmt, speed=params["speed"], work=work, name="scene",
@@ -298,7 +298,7 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
         started = time.perf_counter()
         ctx.progress(0, f"scene 1/{n}: speech")
         outputs: list[SceneOutput] = []
-        with _Work(work_root, ctx.job_id) as work:
+        with WorkDir(work_root, ctx.job_id) as work:
             for i, scene in enumerate(scenes):
                 outputs.append(renderer.render_scene(
                     script=scene["script"], avatar_id=scene["avatar_id"], voice_id=scene["voice_id"],

@@ -69,6 +69,25 @@ class _Artifacts:
     def piper_voice(self, name: str) -> tuple[bytes, bytes]:
         return self._once(f"piper-{name}", lambda: _build_piper_voice(self.seed, name, self.workdir / f"piper-{name}"))
 
+    def release_file(self, listing: data.ReleaseFileListing) -> bytes:
+        """A release ``.pth`` in its real layout: the tiny kit's RRDBNet or compact model, or GFPGAN's full
+        architecture (spandrel loads no smaller one) with random weights."""
+        from enfoads.models.tiny import upscalers
+
+        def build() -> dict[str, bytes]:
+            folder = self.workdir / "enhance"
+            folder.mkdir(parents=True, exist_ok=True)
+            if listing.architecture == "GFPGAN":
+                upscalers.build_gfpgan_into(folder, self.seed)
+            else:
+                upscalers.build_into(folder, self.seed)
+            return {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".pth"}
+
+        tiny_name = {"ESRGAN": "RealESRGAN_x4plus.pth", "Compact": "realesr-general-x4v3.pth",
+                     "GFPGAN": upscalers.GFPGAN_FILE}[listing.architecture]
+        key = "enhance-gfpgan" if listing.architecture == "GFPGAN" else "enhance"
+        return self._once(key, build)[tiny_name]
+
 
 def _read_tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

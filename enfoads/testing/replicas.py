@@ -34,6 +34,9 @@ What each replica is:
 - ``ezioruan/inswapper_128.onnx``: the tiny swapper of ``enfoads.models.tiny.faces``;
 - ``buffalo_l.zip`` (a release archive, ``FakeHub.add_archive``): the tiny
   pack with the real member names at the zip's root, fixed timestamps;
+- the enhance models' release ``.pth`` files (the same release URL path):
+  the tiny kit's RRDBNet and compact models, and GFPGAN's full architecture
+  with random weights, each under its real name and wrapper key;
 - ``rhasspy/piper-voices``: the tiny Piper voice of ``enfoads.models.tiny.piper`` at
   each catalogued voice's real ``.onnx`` / ``.onnx.json`` path (its config
   carries the voice's language; every replica voice has one speaker), a
@@ -58,7 +61,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from enfoads.models.catalog import CATALOG, HubFiles, ModelEntry, UrlArchive
+from enfoads.models.catalog import CATALOG, HubFiles, ModelEntry, UrlArchive, UrlFile
 from enfoads.testing import replica_files as data
 from enfoads.testing.hub import FakeHub
 # The builders: the shared tiny models, then each repository's files out of them.
@@ -103,7 +106,8 @@ class Replicas:
 
     hub: FakeHub
     commits: dict[tuple[str, str], ReplicaCommit] = field(default_factory=dict, repr=False)  # (repo_id, revision)
-    archives: dict[str, bytes] = field(default_factory=dict, repr=False)
+    archives: dict[str, bytes] = field(default_factory=dict, repr=False)  # zips
+    release_files: dict[str, bytes] = field(default_factory=dict, repr=False)  # single .pth release assets
     _blob_index: dict[str, list[tuple[str, str]]] | None = field(default=None, repr=False, compare=False)
 
     def commit(self, repo_id: str, revision: str) -> ReplicaCommit:
@@ -119,7 +123,7 @@ class Replicas:
         return self.hub.archive_url(name)
 
     def archive_sha256(self, name: str) -> str:
-        return hashlib.sha256(self.archives[name]).hexdigest()
+        return hashlib.sha256(self.archives[name] if name in self.archives else self.release_files[name]).hexdigest()
 
     def find_blob(self, sha256: str) -> list[tuple[str, str]]:
         """(repo_id, path) of every replica file with this content digest (what a CDN request fetched)."""
@@ -155,22 +159,28 @@ def default_cache_dir() -> Path:
     return base / "enfoads" / "replicas"
 
 
-def _wanted(entries: Iterable[ModelEntry]) -> tuple[dict[str, list[str]], list[str]]:
+def _wanted(entries: Iterable[ModelEntry]) -> tuple[dict[str, list[str]], list[str], list[str]]:
     repos: dict[str, list[str]] = {}
     archives: list[str] = []
+    release_files: list[str] = []
     for entry in entries:
         for src in entry.sources.values():
             if isinstance(src, HubFiles):
                 revs = repos.setdefault(src.repo_id, [])
                 if src.revision not in revs:
                     revs.append(src.revision)
+            elif isinstance(src, UrlFile):
+                if src.filename not in data.RELEASE_FILES:
+                    raise KeyError(f"replica_files has no listing of the release file {src.filename}")
+                if src.filename not in release_files:
+                    release_files.append(src.filename)
             elif isinstance(src, UrlArchive):
                 name = src.url.rsplit("/", 1)[-1]
                 if name not in data.ARCHIVES:
                     raise KeyError(f"replica_files has no listing of the archive {name}")
                 if name not in archives:
                     archives.append(name)
-    return repos, archives
+    return repos, archives, release_files
 
 
 # ---------------------------------------------------------------------------
@@ -186,7 +196,7 @@ def _build_key(seed: int) -> str:
         except metadata.PackageNotFoundError:
             versions[dist] = None
     listing_data = repr(sorted(data.LISTINGS.items())) + repr(data.PIPER_VOICE_FILES) + repr(data.PIPER_TOP_LEVEL)
-    listing_data += repr(data.ARCHIVES)
+    listing_data += repr(data.ARCHIVES) + repr(data.RELEASE_FILES)
     blob = json.dumps({"version": REPLICA_VERSION, "seed": seed, "libs": versions}, sort_keys=True) + listing_data
     return f"v{REPLICA_VERSION}-seed{seed}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
 
@@ -274,7 +284,7 @@ def publish_replicas(
     ``replica_files.PIPER_COMMITS`` where known, else content-derived ids.
     """
     entries = list(default_entries() if entries is None else entries)
-    repos, archive_names = _wanted(entries)
+    repos, archive_names, release_names = _wanted(entries)
     key = _build_key(seed)
     cache = _Cache((default_cache_dir() if cache_dir is None else Path(cache_dir)) if use_cache else None, key)
     replicas = Replicas(hub)
@@ -315,6 +325,11 @@ def publish_replicas(
             files, _ = get(f"archive/{name}", build_zip)
             replicas.archives[name] = files[name]
             hub.add_archive(name, files[name])
+        for name in release_names:
+            release = data.RELEASE_FILES[name]
+            files, _ = get(f"release/{name}", lambda: ({release.name: art.release_file(release)}, set()))
+            replicas.release_files[name] = files[name]
+            hub.add_archive(name, files[name])  # served from the same release URL path as the archives
     return replicas
 
 
@@ -341,6 +356,12 @@ def replica_catalog(replicas: Replicas, catalog: Mapping[str, ModelEntry] | None
 
 
 def _replica_source(replicas: Replicas, src):
+    if isinstance(src, UrlFile):
+        if src.filename not in replicas.release_files:
+            return src
+        content = replicas.release_files[src.filename]
+        return replace(src, url=replicas.archive_url(src.filename), sha256=hashlib.sha256(content).hexdigest(),
+                       bytes=len(content))
     if isinstance(src, UrlArchive):
         name = src.url.rsplit("/", 1)[-1]
         if name not in replicas.archives:
@@ -374,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         replicas = publish_replicas(hub, seed=args.seed, cache_dir=args.cache_dir)
         for (repo_id, revision), commit in sorted(replicas.commits.items()):
             print(f"  {repo_id}@{revision[:12]}: {len(commit.files)} files (commit {commit.commit[:12]})")
-        for name in replicas.archives:
+        for name in [*replicas.archives, *replicas.release_files]:
             print(f"  {replicas.archive_url(name)}  sha256 {replicas.archive_sha256(name)}")
         print(
             "The catalogue's release-archive URLs and published digests differ from the replicas':"

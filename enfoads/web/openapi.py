@@ -6,6 +6,8 @@ from typing import Mapping
 from flask import Response
 
 from enfoads import __version__
+from enfoads.services.enhance import IMAGE_KIND as ENHANCE_IMAGE, VIDEO_KIND as ENHANCE_VIDEO
+from enfoads.services.enhance_options import EnhanceMediaRequest, EnhanceOptions
 from enfoads.services.faces import JOB_KIND as FACE_SWAP, SwapOptions
 from enfoads.services.image_options import CompareOptions, ImageOptions
 from enfoads.services.speech import JOB_KIND as TRANSCRIBE
@@ -69,7 +71,8 @@ COMMON = (401, 429, 500, 503)
 def builtin_options() -> dict[str, type]:
     """Every built-in job kind's options model (the engine's kinds declare the same: a test holds that)."""
     return {"image.generate": ImageOptions, "image.compare": CompareOptions, FACE_SWAP: SwapOptions,
-            TRANSCRIBE: TranscribeRequest, RENDER: RenderOptions, RENDER_MULTI: MultiSceneOptions}
+            TRANSCRIBE: TranscribeRequest, RENDER: RenderOptions, RENDER_MULTI: MultiSceneOptions,
+            ENHANCE_IMAGE: EnhanceOptions, ENHANCE_VIDEO: EnhanceOptions}
 
 
 def _job_request(options: Mapping[str, type]) -> dict:
@@ -203,7 +206,10 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
                     {"name": "sig", "in": "query", "required": True, "schema": {"type": "string"}}],
             public=True, tags=["media"])},
         "/models": {"get": _op("Models of the profile", {**_ok({"type": "object", "required": ["models"], "properties": {
-            "models": {"type": "array", "items": OBJ}}}), **_errors(*COMMON)}, tags=["system"])},
+            "models": {"type": "array", "items": OBJ},
+            "enhance_models": {"type": "array", "items": OBJ,
+                               "description": "upscalers and face restorers: the catalogue's and the files in upscale/"},
+        }}), **_errors(*COMMON)}, tags=["system"])},
         "/config": {"get": _op("Non-secret settings", {**_ok({"type": "object", "required": ["config"]}),
                                                       **_errors(*COMMON)}, tags=["system"])},
         "/openapi.json": {"get": _op("This document", {**_ok(OBJ), **_errors(*COMMON)}, tags=["system"])},
@@ -238,7 +244,18 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
     paths["/render-multi-scene"] = {"post": _op("A video of several scenes (a job)", {
         **queued, **_errors(400, 413, 415, *COMMON)},
         body=options[RENDER_MULTI].request_schema(), tags=["frontend"])}
-    for path in ("/live-portrait", "/enhance-media"):
+    paths["/enhance-media"] = {"post": _op(
+        "Upscale an image (waited for) or a video (a job, 202); faces restored with face_restore", {
+            **_ok({"type": "object", "required": ["status", "image", "url"], "properties": {
+                "status": {"const": "success"}, "image": {"type": "string", "description": "a data URI (PNG)"},
+                "url": {"type": "string", "description": "a signed media URL of the same PNG"},
+                "job_id": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+                "model": {"type": "string"}, "scale": {"type": "integer"},
+                "faces_restored": {"type": "integer"}}}),
+            **queued,
+            **_errors(400, 403, 413, 415, 422, *COMMON)},
+        body=EnhanceMediaRequest.request_schema(), tags=["frontend"])}
+    for path in ("/live-portrait",):
         paths[path] = {"post": _op("Not in this version", {**_errors(501, *COMMON)},
                                    body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])}
     paths["/voices"] = {"get": _op("Voices usable now", {**_ok({"type": "object", "required": ["voices"], "properties": {

@@ -7,12 +7,12 @@ from flask import Blueprint, jsonify, request, send_file, url_for
 
 from enfoads.errors import InvalidInput, NotImplementedInVersion
 from enfoads.web.errors import code_for_job_error, error_response, status_for_job_error
-from enfoads.web.http import MEDIA_URL_TTL_S, json_body, query_number, result_asset_ids
+from enfoads.web.http import MEDIA_URL_TTL_S, json_body, media_url, query_number, result_asset_ids
 from enfoads.web.state import engine, state
 
 bp = Blueprint("frontend", __name__)
 SUBMIT_ENDPOINTS = ["frontend.generate_image", "frontend.face_swap", "frontend.render_video",
-                    "frontend.render_multi_scene", "frontend.upload_avatar"]
+                    "frontend.render_multi_scene", "frontend.upload_avatar", "frontend.enhance_media"]
 
 
 @bp.post("/auth/login")
@@ -141,9 +141,61 @@ def live_portrait():
     _not_in_this_version("Live portrait animation")
 
 
+def _own_media(value: str) -> str:
+    """An asset id for one of this server's signed media URLs, a data URI as it is; never a fetch.
+
+    The server never downloads a URL it is sent: behind a public tunnel that
+    would let strangers make it request addresses inside its own network.
+    """
+    from enfoads.services.library import media_link
+    from enfoads.services.media import is_asset_id
+
+    if value[:5].lower() == "data:" or is_asset_id(value):
+        return value
+    link = media_link(value)
+    if link is not None:
+        asset_id, expires, signature = link
+        engine().assets.verify(asset_id, expires, signature)  # 403 for a forged or expired link
+        return asset_id
+    if "://" in value[:16] or value[:5].lower() == "file:":  # base64 has no ":", so this is some other URL
+        raise InvalidInput.field("media_url", "must be a data URI or a media URL this server gave "
+                                              "(/media/<id>?exp=...&sig=...); other URLs are never fetched")
+    return value  # base64 as it is: the service reads it
+
+
 @bp.post("/enhance-media")
 def enhance_media():
-    _not_in_this_version("Media enhancement (upscaling)")
+    """Upscale (and restore the faces of) an image, waited for like /generate-image, or a video, as a job (202)."""
+    from enfoads.services.enhance import IMAGE_KIND, VIDEO_KIND
+    from enfoads.services.enhance_options import EnhanceMediaRequest
+    from enfoads.services.media import is_asset_id, read_payload
+
+    eng = engine()
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    request_options = EnhanceMediaRequest.parse(body).to_params()
+    media_type = request_options.pop("type")
+    params = {**request_options, "media": _own_media(request_options.pop("media_url"))}
+    if media_type == "video":
+        params = eng.validate(VIDEO_KIND, params)
+        if not is_asset_id(params["media"]):
+            # Kept as an upload asset, so the job's row holds an id, not megabytes of base64.
+            payload = read_payload(params["media"], field="media_url", max_bytes=eng.enhance.limits.max_video_bytes)
+            upload = eng.assets.save_bytes(payload.data, payload.declared_mime or "video/mp4", kind="upload")
+            params["media"] = upload.id
+        job = eng.jobs.submit(VIDEO_KIND, params)
+        response = jsonify({"status": "success", "job_id": job.id, "message": "queued: listen for job_update or "
+                            f"poll /api/jobs/{job.id}"})
+        response.status_code = 202
+        return response
+    job, early = _run_sync(IMAGE_KIND, params)
+    if early is not None:
+        return early
+    result = job.result or {}
+    asset_id = result.get("asset_id")
+    if not asset_id:
+        return error_response(500, "the enhance finished without an image", details={"job_id": job.id})
+    return jsonify({"status": "success", "image": _data_uri(asset_id), "url": media_url(asset_id), "job_id": job.id,
+                    **{k: result.get(k) for k in ("width", "height", "model", "scale", "faces_restored")}})
 
 
 @bp.get("/voices")

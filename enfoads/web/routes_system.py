@@ -131,7 +131,9 @@ def models():
                 "licence": entry.licence,
             }
         )
-    return jsonify({"status": "success", "profile": eng.runtime.profile.name, "models": roles})
+    # Every upscaler and face restorer a request may name: the catalogue's and the files dropped in upscale/.
+    return jsonify({"status": "success", "profile": eng.runtime.profile.name, "models": roles,
+                    "enhance_models": eng.enhance.models.listing()})
 
 
 @bp.get("/config")

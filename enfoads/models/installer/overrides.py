@@ -7,11 +7,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
+from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive, UrlFile
 
 # Fields of a source that a replica cannot match, by source type; nothing else may be overridden.
 OVERRIDABLE: dict[type, frozenset[str]] = {
     UrlArchive: frozenset({"url", "sha256", "bytes"}),
+    UrlFile: frozenset({"url", "sha256", "bytes"}),
     HubFiles: frozenset({"sha256"}),
 }
 

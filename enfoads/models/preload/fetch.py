@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from enfoads.models.catalog import HubFiles, UrlArchive
+from enfoads.models.catalog import HubFiles, UrlArchive, UrlFile
 from enfoads.models.manifest import ComponentRecord, FileRecord, Manifest, git_blob_sha1, sha256_file
 from enfoads.models.preload.errors import ChecksumMismatchError, PreloadError
 from enfoads.models.preload.layout import COMMIT_RE, _known_file, _partial_path, _snapshot_file, repo_storage
@@ -200,6 +200,13 @@ def unpack_archive(archive: Path, dest: Path, label: str) -> dict[str, FileRecor
         shutil.rmtree(work, ignore_errors=True)
 
 
+def place_file(partial: Path, dest: Path, name: str, record: FileRecord) -> dict[str, FileRecord]:
+    """A verified release file moved into ``dest`` under its own name (a rename on the same disk)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, dest / name)
+    return {name: record}
+
+
 def _fetch_archive(plan: ComponentPlan, models_dir: Path, *, bars) -> tuple[ComponentRecord, int]:
     src: UrlArchive = plan.source
     fp = plan.files[0]
@@ -220,6 +227,9 @@ def _fetch_archive(plan: ComponentPlan, models_dir: Path, *, bars) -> tuple[Comp
         except ChecksumMismatchError:
             partial.unlink(missing_ok=True)
             raise
-        files = unpack_archive(partial, dest, fp.path)
+        if isinstance(src, UrlFile):
+            files = place_file(partial, dest, src.filename, record)
+        else:
+            files = unpack_archive(partial, dest, fp.path)
         partial.unlink(missing_ok=True)
     return ComponentRecord("url", src.url, plan.revision, record.sha256, files, src.unpack_to), fetched

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
+from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive, UrlFile
 
 
 @dataclass
@@ -40,8 +40,9 @@ class ComponentPlan:
 
     @property
     def disk_needed(self) -> int:
-        # An archive is on disk twice while it is unpacked.
-        return self.remaining * (2 if self.is_archive else 1)
+        # An archive is on disk twice while it is unpacked; a single release file is only renamed.
+        unpacked = self.is_archive and not isinstance(self.source, UrlFile)
+        return self.remaining * (2 if unpacked else 1)
 
     @property
     def size(self) -> int:

@@ -9,6 +9,8 @@ from enfoads.models.manifest import Manifest
 from enfoads.models.preload.errors import PreloadError
 from enfoads.models.families import family_for
 
+UNET_EXTRAS = ("quality", "lightning-steps")  # PRELOAD_EXTRAS that add UNets to the image pipeline
+
 
 def resolve_profile_name(name: str) -> str:
     """``auto`` becomes the profile of this machine; others are taken as given (no CUDA needed to download)."""
@@ -77,8 +79,8 @@ def select_models(
 
     The ``tts`` role also brings the default Piper voices (not in the tiny profile);
     a single voice is chosen by its id (``piper:es_MX-claude-high``). ``extras``
-    names optional downloads (``PRELOAD_EXTRAS``: ``quality``, ``lightning-steps``),
-    for profiles whose image model is SDXL-Lightning.
+    names optional downloads (``PRELOAD_EXTRAS``): ``quality`` and ``lightning-steps``
+    for profiles whose image model is SDXL-Lightning, ``upscalers`` for any real profile.
     """
     from enfoads.models.profiles import PROFILES, ROLES
 
@@ -116,14 +118,18 @@ def _extras(profile: str, names: Iterable[str], catalog: Mapping[str, ModelEntry
     if not names:
         return []
     image = catalog[PROFILES[profile].roles["image"].model_id]
-    if not family_for(image).swaps_unets or image.tiny:
+    # Extra UNets only fit an SDXL-Lightning pipeline; the upscalers fit every real profile.
+    unets = [n for n in names if n in UNET_EXTRAS]
+    if unets and (not family_for(image).swaps_unets or image.tiny):
         raise PreloadError(
-            f"--with {','.join(names)}: the {profile!r} profile's image model ({image.id}) has no optional downloads"
+            f"--with {','.join(unets)}: the {profile!r} profile's image model ({image.id}) has no optional downloads"
         )
     out = []
     for name in names:
         if name not in PRELOAD_EXTRAS:
             raise PreloadError(f"--with {name!r}: choose from {', '.join(PRELOAD_EXTRAS)}")
+        if profile == "tiny":
+            raise PreloadError(f"--with {name!r}: the tiny profile has nothing to download")
         out.extend(catalog[i] for i in PRELOAD_EXTRAS[name])
     return out
 

@@ -29,11 +29,12 @@ TINY_SUBDIR = "enfoads-tiny"
 @dataclass(frozen=True)
 class TinyRecipe:
     name: str
-    module: str  # module holding ``build_into(folder: Path, seed: int) -> None``
+    module: str  # module holding the builder, ``function(folder: Path, seed: int) -> None``
     description: str
+    function: str = "build_into"
 
     def builder(self) -> Callable[[Path, int], None]:
-        return getattr(importlib.import_module(self.module), "build_into")
+        return getattr(importlib.import_module(self.module), self.function)
 
 
 RECIPES: dict[str, TinyRecipe] = {
@@ -58,6 +59,17 @@ RECIPES: dict[str, TinyRecipe] = {
             "tiny-piper",
             "enfoads.models.tiny.piper",
             "Piper voice: ONNX graph with Piper's inputs and outputs + JSON config, for piper-tts",
+        ),
+        TinyRecipe(
+            "tiny-upscalers",
+            "enfoads.models.tiny.upscalers",
+            "Real-ESRGAN x4plus (RRDBNet) and general-x4v3 (SRVGGNetCompact) .pth files, for spandrel",
+        ),
+        TinyRecipe(
+            "tiny-gfpgan",
+            "enfoads.models.tiny.upscalers",
+            "GFPGAN v1.4: the full architecture with random weights (fp16 .pth, 174 MB), for spandrel",
+            function="build_gfpgan_into",
         ),
     )
 }

@@ -1,8 +1,8 @@
 """The real file lists of every catalogue source, as data: what the replicas reproduce.
 
 For each repository the catalogue (``enfoads.models.catalog``) and the Piper voice
-catalogue (``enfoads.models.voices``) download from, and for the insightface
-``buffalo_l.zip`` release archive, this package lists the real files at the
+catalogue (``enfoads.models.voices``) download from, for the insightface
+``buffalo_l.zip`` release archive and for the enhance models' release files, this package lists the real files at the
 catalogue's pinned revision: path, size, whether the hub stores the file in
 LFS/Xet, where the list was read and whether it was *verified* (read from a
 page or a pinned download list for that revision) or is a *best
@@ -23,7 +23,8 @@ Nothing here is read by the product.
 from __future__ import annotations
 
 # The records are in ``base``, each family's listings in its own module; everything is importable from here.
-from enfoads.testing.replica_files.base import F, RealFile, RepoListing, ArchiveListing
+from enfoads.testing.replica_files.base import F, RealFile, RepoListing, ArchiveListing, ReleaseFileListing
+from enfoads.testing.replica_files.enhance import RELEASE_FILES
 from enfoads.testing.replica_files.faces import ARCHIVES, BUFFALO_L_ZIP, _inswapper
 from enfoads.testing.replica_files.image import _sd_turbo, _sdxl_base, _sdxl_lightning, _sdxl_vae_fp16_fix
 from enfoads.testing.replica_files.speech import (
@@ -45,6 +46,8 @@ __all__ = [
     "F",
     "LISTINGS",
     "ARCHIVES",
+    "RELEASE_FILES",
+    "ReleaseFileListing",
     "BUFFALO_L_ZIP",
     "PIPER_REPO",
     "PIPER_TOP_LEVEL",

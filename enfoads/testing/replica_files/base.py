@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["RealFile", "RepoListing", "ArchiveListing", "F", "HF"]
+__all__ = ["RealFile", "RepoListing", "ArchiveListing", "ReleaseFileListing", "F", "HF"]
 
 _UNITS = {"Bytes": 1, "B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9}
 
@@ -66,6 +66,21 @@ class ArchiveListing:
     @property
     def member_names(self) -> tuple[str, ...]:
         return tuple(m.path for m in self.members)
+
+
+@dataclass(frozen=True)
+class ReleaseFileListing:
+    """One release asset kept as it is (a ``.pth``): its name, size, digest and the layout inside it."""
+
+    name: str
+    url: str
+    bytes: int
+    sha256: str
+    architecture: str  # what spandrel detects in it: "ESRGAN", "Compact", "GFPGAN"
+    top_key: str  # the state dict's wrapper key: "params_ema" or "params"
+    verified: bool
+    sources: tuple[str, ...]
+    note: str = ""
 
 
 HF = "https://huggingface.co"
