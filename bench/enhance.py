@@ -124,9 +124,9 @@ def full_size_figures(size: int) -> dict:
             path = Path(work) / f"{kind}.pth"
             torch.save(full_size_state(kind), path)
             model = load_spandrel(path, device="cpu", dtype="float32")
-            upscale_image(model, pixels[:16, :16], scale=4, tile=size, overlap=0)  # warm the kernels
+            upscale_image(model, pixels[:16, :16], scale=4, tile=size, overlap=0, min_tile=8)  # warm the kernels
             started = time.perf_counter()
-            upscale_image(model, pixels, scale=4, tile=size, overlap=0)
+            upscale_image(model, pixels, scale=4, tile=size, overlap=0, min_tile=8)
             out[f"full_{kind}_cpu_s_per_output_mp"] = round(_per_mp(time.perf_counter() - started, 4 * size,
                                                                     4 * size), 2)
             del model
