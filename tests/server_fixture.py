@@ -119,7 +119,9 @@ def start_server(models_dir: Path, data_dir: Path, *, key: str = "test-key-01234
         try:
             if requests.get(base + "/", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        # Refused until gunicorn listens; then a read can time out while its worker still imports the app
+        # (torch's CUDA-linked build takes seconds to import on a loaded 2-core machine).
+        except (requests.ConnectionError, requests.Timeout):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"enfoads serve did not start:\n{log.read_text()}")
