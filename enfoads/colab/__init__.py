@@ -26,12 +26,13 @@ How the notebook installs the package (its "install" cell, which runs before
 The code lives in submodules, one concern each: ``params``, ``notebook_secrets``,
 ``storage``, ``system`` (GPU, profile, system programs), ``preload``, ``masking``,
 ``server`` (the process and its HTTP helpers), ``connection`` (tunnel and what to
-paste), ``client`` and ``ui``. This package re-exports their API, so the notebook's
+paste), ``console`` (the built-in console in an iframe through Colab's port proxy), ``client`` and ``ui``. This package re-exports their API, so the notebook's
 ``colab.X`` calls stay as they are.
 """
 from __future__ import annotations
 
 from enfoads.colab.client import TERMINAL_STATES, Client, ProgressCallback
+from enfoads.colab.console import console_path, show_console
 from enfoads.colab.connection import (
     FREE_TIER_NOTE, URL_FILE, Connection, connect_text, masked_url, open_public_tunnel, paste_url,
 )
@@ -58,7 +59,7 @@ __all__ = [
     "SYSTEM_PACKAGES", "TAB_TITLES", "TERMINAL_STATES", "URL_FILE",
     "Client", "Connection", "GpuInfo", "JobFailed", "NotebookParams", "NotebookUI", "PreloadFailed", "ProgressCallback",
     "SecretSpec", "ServerError", "ServerProcess", "Storage",
-    "api_key", "colab_secret", "connect_text", "detect_gpus", "ensure_system_packages", "get_secret", "gpu_report",
+    "api_key", "colab_secret", "connect_text", "console_path", "show_console", "detect_gpus", "ensure_system_packages", "get_secret", "gpu_report",
     "http_json", "http_request", "in_colab", "key_secrets", "load_notebook_secrets", "load_secrets", "mask",
     "masked_url", "mount_drive", "notebook_params", "open_public_tunnel", "paste_url", "progress_line", "redact",
     "resolve_profile", "run_preload", "serve_command_available", "server_env_for_origins", "set_tab_titles",

@@ -48,6 +48,10 @@ class Client:
     def health(self) -> dict:
         return http_json(self.base_url + "/", timeout=10)[1]
 
+    def login_token(self) -> str:
+        """A 12-hour bearer token (``POST /auth/login``): what a page is given instead of the key."""
+        return self._call("POST", "/auth/login", {})["token"]
+
     def gpu_status(self) -> dict:
         return self._call("GET", "/gpu-status")
 

@@ -38,6 +38,8 @@ Result JSON::
      "content": "1\n00:00:00,000 --> ...",   # text, srt, vtt: the OpenAI response text
      # or "body": {...}                      # json, verbose_json: the OpenAI response object
      "asset_id": "...",                       # the same response as a file (.json, .txt, .srt, .vtt)
+     "srt_asset_id": "...", "vtt_asset_id": "...",  # subtitle files, whatever the format asked
+     "segments": [{"start": 0.0, "end": 2.1, "text": "..."}, ...],
      "text": "...", "task": "transcribe", "language": "en", "language_probability": 0.97,
      "language_detected": true, "duration": 4.2, "duration_after_vad": 4.2, "segment_count": 2}
 
@@ -264,12 +266,18 @@ class SpeechTranscriber:
             body = render(transcript, options.response_format)
             asset = ctx.save_bytes(encode_body(body), ASSET_MIMES[options.response_format],
                                    duration=transcript.duration)
+            # The subtitle files too, whatever the format asked (a few KB): a transcript view offers both.
+            subtitles = {f"{fmt}_asset_id": ctx.save_bytes(encode_body(render(transcript, fmt)), ASSET_MIMES[fmt],
+                                                           duration=transcript.duration).id for fmt in ("srt", "vtt")}
             return {
                 "response_format": options.response_format,
                 "content_type": CONTENT_TYPES[options.response_format],
                 # The OpenAI response: a JSON body, or the text of a text/srt/vtt answer.
                 ("body" if isinstance(body, dict) else "content"): body,
                 "asset_id": asset.id,
+                **subtitles,
+                "segments": [{"start": seg["start"], "end": seg["end"], "text": seg["text"]}
+                             for seg in transcript.segments],
                 "text": transcript.text,
                 "task": transcript.task,
                 "language": transcript.language,

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # Routes reachable without the key: the health check, CORS preflights, media
 # (they carry their own signature) and Socket.IO (it authenticates on connect).
-PUBLIC_ENDPOINTS = {"system.health", "media.get_media", "frontend.avatar_image", "static"}
+PUBLIC_ENDPOINTS = {"system.health", "media.get_media", "frontend.avatar_image", "static",
+                    "console.console_page", "console.console_file", "console.console_redirect"}
 CORS_HEADERS = ["Content-Type", "Authorization", "X-API-Key", "ngrok-skip-browser-warning"]
 CORS_METHODS = ["GET", "POST", "OPTIONS"]
 
@@ -143,9 +144,9 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
 
     web_errors.init_app(app)
 
-    from enfoads.web import routes_frontend, routes_jobs, routes_media, routes_openai, routes_system
+    from enfoads.web import routes_console, routes_frontend, routes_jobs, routes_media, routes_openai, routes_system
 
-    for module in (routes_system, routes_frontend, routes_jobs, routes_openai, routes_media):
+    for module in (routes_system, routes_frontend, routes_jobs, routes_openai, routes_media, routes_console):
         app.register_blueprint(module.bp)
     # By default model requests have no limit of their own: the queue's depth is it (429 queue_full), so
     # one frontend is never capped below what the device makes. ENFOADS_SUBMIT_RATE_LIMIT sets one.

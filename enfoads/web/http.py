@@ -196,6 +196,17 @@ def primary_asset_id(result: dict | None) -> str | None:
     return ids[0] if ids else None
 
 
+def _summary(value, limit: int = 300):
+    """Params as JSON with long strings (base64 images, data URIs) cut to a note of their length."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"<{len(value)} characters>"
+    if isinstance(value, dict):
+        return {k: _summary(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_summary(v, limit) for v in value[:50]]
+    return value
+
+
 def job_view(job: Job) -> dict:
     """A job in the frontend's fields (id, status, url, error) plus progress, stage, result."""
     main = primary_asset_id(job.result)
@@ -210,6 +221,9 @@ def job_view(job: Job) -> dict:
         "url": media_url(main) if main and job.state == "succeeded" else None,
         "error": None,
         "result": job.result,
+        # A signed URL per output (images, previews, subtitles), for the console's gallery and downloads.
+        "asset_urls": {a: media_url(a) for a in result_asset_ids(job)} if job.state == "succeeded" else {},
+        "params": _summary(job.params),
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,

@@ -277,6 +277,23 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
                                                                           "name": {"type": "string"}}},
             tags=["frontend"]),
     }
+    paths["/console"] = {"get": _op("The built-in console (redirects to /console/)", {
+        "302": {"description": "to /console/"}}, public=True, tags=["console"])}
+    paths["/console/"] = {"get": _op("The built-in console: a page of static ES modules (no key in it)", {
+        "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        public=True, tags=["console"])}
+    paths["/voices/{voice_id}/preview"] = {"get": _op("A short WAV of a voice (the console's preview)", {
+        "200": {"description": "WAV", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+        **_errors(400, 404, *COMMON)},
+        params=[{"name": "voice_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 100}},
+                {"name": "text", "in": "query", "required": False, "schema": {"type": "string", "maxLength": 200}}],
+        tags=["console"])}
+    paths["/api/models/{model_id}/unload"] = {"post": _op("Free a loaded model's memory now", {
+        **_ok({"type": "object", "required": ["status", "model_id", "unloaded"], "properties": {
+            "status": {"const": "success"}, "model_id": {"type": "string"}, "unloaded": {"type": "boolean"}}}),
+        **_errors(400, 404, *COMMON)},
+        params=[{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 200}}],
+        tags=["system"])}
     paths["/avatars/{avatar_id}/image"] = {"get": _op("An avatar's picture by signed URL (no key)", {
         "200": {"description": "PNG", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
         **_errors(403, 404, 500)},
