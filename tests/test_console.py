@@ -267,12 +267,12 @@ def test_the_notebook_shows_the_console_through_colabs_port_proxy(capsys):
     class ColabOutput:  # google.colab.output's one call used
         calls = []
 
-        def serve_kernel_port_as_iframe(self, port, path="/", height=None):
-            self.calls.append((port, path, height))
+        def serve_kernel_port_as_iframe(self, port, path="/", width="100%", height="400"):
+            self.calls.append((port, path, width, height))
 
     output = ColabOutput()
     assert show_console(FakeClient(), 5000, output=output) == "iframe"
-    assert output.calls == [(5000, "/console/#token=v2.1.abc.sig", 820)]
+    assert output.calls == [(5000, "/console/#token=v2.1.abc.sig", "100%", "820")]
     assert show_console(FakeClient(), 5000) == "link"  # not in Colab: where it is, and no token printed
     printed = capsys.readouterr().out
     assert "http://127.0.0.1:5000/console/" in printed and "v2." not in printed

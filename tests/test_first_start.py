@@ -158,11 +158,16 @@ def test_gpu_status_reports_downloads(first_start):
 
 @pytest.mark.parametrize("switch", ["HF_HUB_OFFLINE=1", "ENFOADS_AUTO_DOWNLOAD=off"])
 def test_nothing_is_downloaded_and_the_503_names_the_command(hub, tmp_path, switch):
-    fake, _, overrides = hub
+    shared, _, overrides = hub
     name, value = switch.split("=")
+    # A hub of its own, release URLs included: the first-start server of this module may still be fetching
+    # from the shared one in the background, and only this server's calls must count.
+    fake = FakeHub().start()
+    own = tmp_path / "catalog-overrides.json"
+    own.write_text(overrides.read_text().replace(shared.cdn_url, fake.cdn_url))
     before = len(fake.requests)
     server = start_server(tmp_path / "models", tmp_path / "data",
-                          extra_env=online_env(fake, tmp_path, ENFOADS_CATALOG_OVERRIDES=str(overrides),
+                          extra_env=online_env(fake, tmp_path, ENFOADS_CATALOG_OVERRIDES=str(own),
                                                **{name: value}))
     try:
         server.wait_ready()
@@ -177,6 +182,7 @@ def test_nothing_is_downloaded_and_the_503_names_the_command(hub, tmp_path, swit
         assert states == {"offline" if name == "HF_HUB_OFFLINE" else "off"}, states
     finally:
         server.stop()
+        fake.stop()
     assert len(fake.requests) == before  # not a single call to the hub
 
 

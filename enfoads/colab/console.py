@@ -34,5 +34,5 @@ def show_console(client, port: int, *, height: int = 820, output=None) -> str:
               "the API key (or open it under the URL the server printed).")
         return "link"
     token = client.login_token()
-    output.serve_kernel_port_as_iframe(port, path=console_path(token), height=height)
+    output.serve_kernel_port_as_iframe(port, path=console_path(token), width="100%", height=str(height))
     return "iframe"
