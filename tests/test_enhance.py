@@ -164,7 +164,7 @@ def test_drop_in_models_are_listed_detected_and_usable(drop_in_runtime, models_d
 
     with pytest.raises(InvalidInput, match="cannot be used") as info:
         models.resolve("upscale:codeformer", "upscale", field="model")
-    assert info.value.fields == {"model": info.value.fields["model"]}
+    assert set(info.value.fields) == {"model"} and "ENFOADS_ALLOW_RESTRICTED_UPSCALERS" in info.value.fields["model"]
     with pytest.raises(InvalidInput, match="is a face restorer"):
         models.resolve("tiny-gfpgan", "upscale", field="model")
     with pytest.raises(InvalidInput, match="unknown upscaler"):
@@ -197,8 +197,11 @@ def test_enhance_media_image_from_a_data_uri_and_from_our_own_url(client, api):
         assert "never fetched" in r.get_json()["message"]
 
 
-def test_enhance_media_refuses_bad_input_by_name(client, api):
+def test_enhance_media_refuses_bad_input_by_name(client, api, app):
+    from enfoads.web.state import EXTENSION
+
     headers = frontend_login(client)
+    uploads = app.extensions[EXTENSION].holder.get(timeout=60).assets
 
     def post(body):
         return client.post(PREFIX + "/enhance-media", json=body, headers=headers)
@@ -216,8 +219,10 @@ def test_enhance_media_refuses_bad_input_by_name(client, api):
     head, data = clip.split(",", 1)
     raw = base64.b64decode(data)
     cut = head + "," + base64.b64encode(raw[: len(raw) // 2]).decode()
+    kept = len(uploads.list(kind="upload", limit=1000))
     r = post({"media_url": cut, "type": "video"})
     assert r.status_code == 400 and "media" in r.get_json()["message"]
+    assert len(uploads.list(kind="upload", limit=1000)) == kept  # the refused upload was not kept
 
 
 def test_enhance_media_video_is_a_job_with_the_rendered_videos_format(client, api, app, tmp_path):

@@ -176,13 +176,18 @@ def enhance_media():
     media_type = request_options.pop("type")
     params = {**request_options, "media": _own_media(request_options.pop("media_url"))}
     if media_type == "video":
-        params = eng.validate(VIDEO_KIND, params)
+        upload = None
         if not is_asset_id(params["media"]):
-            # Kept as an upload asset, so the job's row holds an id, not megabytes of base64.
+            # Decoded once and kept as an upload asset, so the job's row holds an id, not megabytes of base64.
             payload = read_payload(params["media"], field="media_url", max_bytes=eng.enhance.limits.max_video_bytes)
             upload = eng.assets.save_bytes(payload.data, payload.declared_mime or "video/mp4", kind="upload")
             params["media"] = upload.id
-        job = eng.jobs.submit(VIDEO_KIND, params)
+        try:
+            job = eng.submit(VIDEO_KIND, params)
+        except Exception:
+            if upload is not None:
+                eng.assets.delete(upload.id)  # refused: nothing of it is kept
+            raise
         response = jsonify({"status": "success", "job_id": job.id, "message": "queued: listen for job_update or "
                             f"poll /api/jobs/{job.id}"})
         response.status_code = 202
