@@ -36,6 +36,12 @@ enhance    Real-ESRGAN x4plus at full size (RRDBNet, 23 blocks, 16.7 M
            512 px tiles (32 px of context) by ``upscale_image``: seconds per
            output megapixel, peak VRAM, the tile that worked; GFPGAN v1.4's
            architecture (random weights) on one 512 px face: ms per face.
+lipsync    MuseTalk 1.5 at full size (the release's musetalk.json UNet,
+           850 M parameters; sd-vae-ft-mse's VAE; whisper-tiny's encoder;
+           random weights, fp16), ``LipSync`` over the built-in avatar and a
+           4 s clip: frames per second at batch 8 and 16, the ratio to real
+           time (25 fps), peak VRAM (the tiny kit, through ``load_musetalk``,
+           with ``--cpu-smoke``).
 
 Output: one figure per line, ``name=value`` on stdout (the libraries' own
 chatter goes to stderr), and ``check_<name>=ok`` or ``check_<name>=FAILED
@@ -74,7 +80,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CHECKS = ("sdxl", "residency", "onnx", "whisper", "enhance")
+CHECKS = ("sdxl", "residency", "onnx", "whisper", "enhance", "lipsync")
 GB = 10**9
 GIB = 1024**3
 SAMPLE_RATE = 16_000
@@ -1041,6 +1047,80 @@ def check_enhance(dev: Device, workdir: Path, report: Report, args) -> None:
         dev.free()
 
 
+def _musetalk_models(dev: Device, workdir: Path):
+    """MuseTalk 1.5 at its real sizes with random weights (or the tiny kit), through the product's loader.
+
+    Full size: the UNet of the release's musetalk.json (850 M parameters), sd-vae-ft-mse's VAE config and
+    whisper-tiny's encoder config, built in fp16 on the device. The tiny kit goes through ``load_musetalk``.
+    """
+    import torch
+
+    from enfoads.models.loaders.lipsync import MUSETALK_UNET_CONFIG, MuseTalkModels, load_musetalk, musetalk_paths
+    from enfoads.models.loaders.lipsync import sinusoidal_positions
+
+    device = "cuda" if dev.cuda else "cpu"
+    if not dev.full:
+        from enfoads.models.tiny.musetalk import build_into
+
+        kit = workdir / "musetalk"
+        kit.mkdir(parents=True, exist_ok=True)
+        build_into(kit, 0)
+        return load_musetalk(musetalk_paths(kit), device=device, dtype="float16", converted_dir=kit / "converted")
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    dtype = torch.float16 if dev.cuda else torch.float32
+    config = {k: v for k, v in MUSETALK_UNET_CONFIG.items() if not k.startswith("_")}
+    unet = UNet2DConditionModel(**config).to(device, dtype).eval()
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
+                        sample_size=256).to(device, dtype).eval()
+    whisper = WhisperModel(WhisperConfig(d_model=384, encoder_layers=4, encoder_attention_heads=6,
+                                         decoder_layers=1, decoder_attention_heads=6, encoder_ffn_dim=1536,
+                                         decoder_ffn_dim=64, num_mel_bins=80)).encoder.to(device, dtype).eval()
+    return MuseTalkModels(unet=unet, vae=vae, whisper_encoder=whisper, features=WhisperFeatureExtractor(),
+                          positional=sinusoidal_positions(384).to(device, dtype), device=device, dtype=dtype)
+
+
+def check_lipsync(dev: Device, workdir: Path, report: Report, args) -> None:
+    """MuseTalk frames per second at batch 8 and 16 over a 4 s clip (25 fps: 100 frames), and peak VRAM."""
+    import numpy as np
+    import torch
+
+    from enfoads.services.avatars import default_face, packaged_default_avatar, read_rgb
+    from enfoads.services.lipsync import LipSync
+    from enfoads.services.lipsync_mask import FaceGeometry
+
+    models = _musetalk_models(dev, workdir)
+    try:
+        report.figure("lipsync_unet_parameters_m", sum(p.numel() for p in models.unet.parameters()) / 1e6)
+        report.figure("lipsync_weights_gb", models.parameter_bytes() / GB)
+        portrait = read_rgb(packaged_default_avatar())
+        face = FaceGeometry.from_dict(default_face(portrait.shape[1], portrait.shape[0]))
+        seconds = 4.0 if dev.full and dev.cuda else 1.0
+        t = np.arange(int(seconds * 16000)) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+        for batch in (8, 16):
+            engine = LipSync(models, batch_size=batch, fps=25)
+            prepared = engine.prepare(portrait, face)
+            sum(1 for _ in engine.frames(prepared, audio[:16000 // 5]))  # kernels, cuDNN
+            if dev.cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            count = sum(1 for _ in engine.frames(prepared, audio))
+            dev.sync()
+            elapsed = time.perf_counter() - t0
+            report.figure(f"lipsync_fps_batch{batch}", count / elapsed)
+            report.figure(f"lipsync_realtime_x_batch{batch}", count / elapsed / 25)
+            if dev.cuda:
+                report.figure(f"lipsync_peak_vram_gb_batch{batch}", torch.cuda.max_memory_allocated() / GB)
+            report.check(f"lipsync_frames_batch{batch}", count == engine.frame_count(len(audio)), f"{count} frames")
+    finally:
+        del models
+        dev.free()
+
+
 # --------------------------------------------------------------------------
 
 
@@ -1123,6 +1203,9 @@ def main(argv=None) -> int:
         if "enhance" in args.only:
             with report.section("enhance"):
                 check_enhance(dev, workdir, report, args)
+        if "lipsync" in args.only:
+            with report.section("lipsync"):
+                check_lipsync(dev, workdir, report, args)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report.figure("proof_total_seconds", time.perf_counter() - started)

@@ -3,7 +3,8 @@
 ``build_engine`` makes each part explicitly and the ``Engine`` owns and
 closes all of them: the runtime (hardware, profile, residency), the asset
 store, the event bus, the job queue (the local backend, ``enfoads.work.backend``),
-the TTS engine, one object per service (images, faces, speech, enhance, video), the
+the TTS engine, one object per service (images, faces, speech, enhance, video, avatar faces,
+lip sync), the
 installer that downloads the profile's missing models in the background
 (``ENFOADS_AUTO_DOWNLOAD``) and the warm start (``ENFOADS_WARM``). The web
 app keeps one in ``app.extensions["enfoads"]``; tests and the notebook build
@@ -16,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 
 from enfoads.work.assets import AssetStore
+from enfoads.services.avatar_faces import AvatarFaces
 from enfoads.services.avatars import AvatarStore
 from enfoads.work.backend import JobBackend
 from enfoads.errors import InvalidInput
@@ -33,6 +35,7 @@ from enfoads.services.enhance import EnhanceService
 from enfoads.services.faces import FaceSwapper
 from enfoads.services.images import ImageService
 from enfoads.services.speech import SpeechTranscriber
+from enfoads.services.talking import Talker
 from enfoads.settings import Settings
 from enfoads.services.tts import TTS
 from enfoads.warmup import Warmer
@@ -57,6 +60,8 @@ class Engine:
     faces: FaceSwapper
     speech: SpeechTranscriber
     enhance: EnhanceService
+    avatar_faces: AvatarFaces | None = None  # faces of avatars and portraits (found once, kept)
+    talker: Talker | None = None  # lip sync (MuseTalk) for videos and live portraits
     kinds: dict[str, JobKind] = field(default_factory=dict)
     installer: Installer | None = None  # the background download of missing models
     warmer: Warmer | None = None  # the warm start of the default models (ENFOADS_WARM)
@@ -122,12 +127,15 @@ def build_engine(settings: Settings, hardware: Hardware | None = None, *, start:
     enhance = EnhanceService(runtime)
     faces = FaceSwapper(runtime, enhance=enhance)
     speech = SpeechTranscriber(runtime)
+    avatar_faces = AvatarFaces(runtime, avatars)
+    talker = Talker(runtime)
     job_kinds = [
         *images.job_kinds(),
         *faces.job_kinds(assets=assets),
         *speech.job_kinds(assets=assets),
         *enhance.job_kinds(assets=assets),
-        *video_service.job_kinds(runtime, tts=tts, avatars=avatars),
+        *video_service.job_kinds(runtime, tts=tts, avatars=avatars, assets=assets, talker=talker,
+                                 faces=avatar_faces),
     ]
     kinds: dict[str, JobKind] = {}
     for kind in job_kinds:
@@ -139,7 +147,7 @@ def build_engine(settings: Settings, hardware: Hardware | None = None, *, start:
     engine = Engine(
         settings=settings, runtime=runtime, db=db, assets=assets, bus=bus, queue=queue,
         library=Library(db), avatars=avatars, tts=tts, images=images, faces=faces, speech=speech, enhance=enhance,
-        kinds=kinds, installer=installer, warmer=warmer,
+        avatar_faces=avatar_faces, talker=talker, kinds=kinds, installer=installer, warmer=warmer,
     )
     if start:
         queue.start()

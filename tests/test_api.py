@@ -13,7 +13,6 @@ import io
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import API_KEY as KEY, KEY_HEADERS, PREFIX
@@ -124,13 +123,76 @@ def test_frontend_gpu_status_fields(client, api):
     assert "models" in body["residency"]
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/live-portrait", {"image": "x", "audio": "y"}),
-])
-def test_later_capabilities_answer_501_honestly(client, api, path, body):
-    r = client.post(PREFIX + path, json=body, headers=frontend_login(client))
-    assert r.status_code == 501
-    assert r.get_json()["status"] == "error" and "not available in this version" in r.get_json()["message"]
+def wait_for_job(api, job_id: str, *, timeout: float) -> dict:
+    """Poll ``GET /api/jobs/<id>`` as the frontend does until the job ends; it must have completed."""
+    deadline = time.monotonic() + timeout
+    while (job := api.get(f"/api/jobs/{job_id}").get_json())["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["status"] == "completed", job
+    return job
+
+
+def wav_data_uri(seconds: float, rate: int = 16000) -> str:
+    """A spoken-like clip: a tone whose loudness rises and falls four times a second."""
+    import wave
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = 0.5 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((samples * 32767).astype("<i2").tobytes())
+    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_live_portrait_speaks_the_clip(client, api):
+    import av
+
+    headers = frontend_login(client)
+    portrait = "data:image/png;base64," + png_b64(face_test_pattern())
+    r = client.post(PREFIX + "/live-portrait", json={"image": portrait, "audio": wav_data_uri(1.3)},
+                    headers=headers)
+    assert r.status_code == 202, r.text
+    job_id = r.get_json()["job_id"]
+    job = wait_for_job(api, job_id, timeout=120)
+    result = job["result"]
+    assert result["lipsync"]["ran"] and result["lipsync"]["frames"] == 33  # ceil(1.3 s x 25 fps)
+    video = client.get(job["url"])
+    assert video.headers["Content-Type"] == "video/mp4"
+    with av.open(io.BytesIO(video.data)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        frames = sum(1 for _ in c.decode(video=0))
+        duration = c.duration / 1e6
+    assert abs(duration - 1.3) <= 1 / 25 + 0.03 and abs(frames - 33) <= 1
+    # The uploads were kept as assets (the job's row holds their ids, not the base64).
+    assert len(api.get(f"/api/jobs/{job_id}").get_json()["params"]["image"]) < 100
+
+
+def test_live_portrait_refuses_what_it_cannot_animate(client, api, app):
+    from enfoads.web.state import EXTENSION
+
+    headers = frontend_login(client)
+    engine = app.extensions[EXTENSION].holder.get(timeout=5)
+    before = len(engine.assets.list(kind="upload", limit=100000))
+    grey = "data:image/png;base64," + png_b64(np.full((256, 256, 3), 128, np.uint8))
+    face = "data:image/png;base64," + png_b64(face_test_pattern())
+    cases = [
+        ({"image": grey, "audio": wav_data_uri(0.5)}, 400, "image", "no face"),
+        ({"image": face, "audio": "data:audio/wav;base64," + base64.b64encode(b"not audio").decode()}, None,
+         "audio", ""),
+        ({"image": face}, 400, "audio", "required"),
+        ({"image": "https://example.com/a.png", "audio": wav_data_uri(0.5)}, 400, "image", "never fetched"),
+        ({"image": face, "audio": wav_data_uri(0.5), "fps": 90}, 400, "fps", ""),
+    ]
+    for body, status, field, words in cases:
+        r = client.post(PREFIX + "/live-portrait", json=body, headers=headers)
+        assert 400 <= r.status_code < 500 and (status is None or r.status_code == status), (body.keys(), r.text)
+        message = r.get_json()["message"]
+        assert field in message and words in message, message
+    assert len(engine.assets.list(kind="upload", limit=100000)) == before  # a refused request keeps none of its uploads
 
 
 def test_frontend_voices_and_avatars(client, api):
@@ -145,7 +207,20 @@ def test_frontend_voices_and_avatars(client, api):
     upload = "data:image/png;base64," + png_b64(face_test_pattern(256, 256))
     r = client.post(PREFIX + "/avatars", json={"image": upload, "name": "Ana"}, headers=headers)
     assert r.status_code == 201, r.text
-    assert r.get_json()["avatar"]["name"] == "Ana"
+    added = r.get_json()["avatar"]
+    assert added["name"] == "Ana"
+    # Its face was found once, at upload (the tiny detector finds the test pattern's square), and kept.
+    x1, y1, x2, y2 = added["face"]["box"]
+    assert 60 < x2 - x1 < 140 and 60 < y2 - y1 < 140 and len(added["face"]["kps"]) == 5
+    listed = client.get(PREFIX + "/avatars", headers=headers).get_json()["avatars"]
+    assert next(a for a in listed if a["id"] == added["id"])["face"] == added["face"]
+    assert default["face"]["box"] and len(default["face"]["kps"]) == 5  # the built-in one carries its own
+    # A picture with no face is refused at upload, naming the field, and nothing is kept.
+    grey = "data:image/png;base64," + png_b64(np.full((256, 256, 3), 128, np.uint8))
+    faceless = client.post(PREFIX + "/avatars", json={"image": grey}, headers=headers)
+    assert faceless.status_code == 400 and "image" in faceless.get_json()["message"]
+    assert "no face" in faceless.get_json()["message"]
+    assert len(client.get(PREFIX + "/avatars", headers=headers).get_json()["avatars"]) == len(listed)
     bad = client.post(PREFIX + "/avatars", json={"image": "data:image/png;base64,AAAA"},
                         headers=headers)
     assert 400 <= bad.status_code < 500
@@ -257,12 +332,7 @@ def test_frontend_render_multi_scene(client, api):
     r = client.post(PREFIX + "/render-multi-scene", json={"scenes": scenes, "resolution": 240},
                       headers=headers)
     assert r.status_code == 202, r.text
-    job_id = r.get_json()["job_id"]
-    deadline = time.monotonic() + 180
-    while (job := api.get(f"/api/jobs/{job_id}").get_json())["status"] not in ("completed", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    assert job["status"] == "completed", job
+    job = wait_for_job(api, r.get_json()["job_id"], timeout=180)
     assert len(job["result"]["scenes"]) == 2
     assert client.get(job["url"]).headers["Content-Type"] == "video/mp4"
     r = client.post(PREFIX + "/render-multi-scene", json={"scenes": [{"script": "x"}] * 50},

@@ -77,12 +77,12 @@ def test_profiles_name_catalogue_models_for_every_role():
 
 
 def test_select_models_by_profile_role_and_id():
-    assert [e.id for e in select_models("t4")][:7] == [
+    assert [e.id for e in select_models("t4")][:8] == [
         "sdxl-lightning-4step", "buffalo_l", "inswapper_128", "faster-whisper-large-v3-turbo", "espeak-ng",
-        "realesrgan-x4plus", "gfpgan-v1.4",
+        "realesrgan-x4plus", "gfpgan-v1.4", "musetalk-1.5",
     ]
     # Then the default Piper voices (tts), each two files of rhasspy/piper-voices.
-    for entry in select_models("t4")[7:]:
+    for entry in select_models("t4")[8:]:
         assert entry.id.startswith("piper:") and entry.role == "tts"
         assert [p.rsplit(".", 1)[-1] for p in entry.sources["voice"].allow_patterns] == ["onnx", "json"]
     assert [e.id for e in select_models("cpu", ["image", "speech"])] == ["sd-turbo", "faster-whisper-small"]

@@ -14,7 +14,7 @@ from enfoads.models.tiny import build_tiny_kit
 PACKAGE = Path(__file__).resolve().parents[1] / "enfoads"
 # A file each family's loader cannot do without.
 NEEDED = {"sdxl_lightning": "model_index.json", "diffusers_folder": "model_index.json", "face_analysis": "det_",
-          "swapper": "inswapper_128.onnx", "whisper": "model.bin", "spandrel": ""}
+          "swapper": "inswapper_128.onnx", "whisper": "model.bin", "spandrel": "", "musetalk": "unet.pth"}
 
 
 def test_every_catalogue_entry_has_a_family_and_every_family_is_used():

@@ -47,6 +47,12 @@ ENHANCE = [
     "enhance_x4plus_dtype", "enhance_x4plus_s_per_output_mp", "enhance_x4plus_tile", "check_enhance_x4plus_output",
     "enhance_gfpgan_ms_per_face", "check_enhance_gfpgan_output", "check_enhance", "enhance_section_seconds",
 ]
+LIPSYNC = [
+    "lipsync_unet_parameters_m", "lipsync_weights_gb",
+    "lipsync_fps_batch8", "lipsync_realtime_x_batch8", "check_lipsync_frames_batch8",
+    "lipsync_fps_batch16", "lipsync_realtime_x_batch16", "check_lipsync_frames_batch16",
+    "check_lipsync", "lipsync_section_seconds",
+]
 FOOTER = ["proof_total_seconds", "checks_failed"]
 LINE = re.compile(r"^([a-z0-9_]+)=(\S.*)$")
 
@@ -84,7 +90,7 @@ def test_cpu_smoke_prints_every_figure_and_passes():
     proc = _run("--cpu-smoke")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = _figures(proc.stdout)
-    expected = HEADER + SDXL + RESIDENCY + ONNX + WHISPER + ENHANCE + FOOTER
+    expected = HEADER + SDXL + RESIDENCY + ONNX + WHISPER + ENHANCE + LIPSYNC + FOOTER
     missing = [name for name in expected if name not in figures]
     assert not missing, f"missing figures {missing}\n{proc.stdout}"
     assert list(figures) == expected, "figures out of the documented order"

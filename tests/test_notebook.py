@@ -1,5 +1,6 @@
 """The Colab notebook and the helpers it calls (enfoads.colab)."""
 import base64
+import datetime
 import io
 import json
 import os
@@ -437,7 +438,8 @@ def test_every_ui_job_is_polled_to_the_end_with_progress(api):
     speech = submitted(stand_in, "speech.transcribe")[0]
     assert speech["response_format"] == "verbose_json" and speech["audio"].startswith("data:application/octet-stream;base64,")
     assert submitted(stand_in, "video.render") == [{"script": "Hola a todos.", "avatar_id": "default", "generate_subtitles": True,
-                                                    "orientation": "vertical", "voice_id": "espeak:en", "resolution": 144}]
+                                                    "orientation": "vertical", "lipsync": True, "voice_id": "espeak:en",
+                                                    "resolution": 144}]
     status = colab.status_text(ui.client)
     assert "models loaded: image" in status and "j1" in status
 
@@ -472,14 +474,23 @@ def test_ui_widgets_build_and_run_a_job_on_ipywidgets_8(api):
     ui = colab.NotebookUI(colab.Client(url, "k3y", poll_s=0.01))
     tabs = ui.widget()
     assert w.__version__.startswith("8.")
-    assert colab.tab_titles(tabs) == list(colab.TAB_TITLES) == ["Image", "Face swap", "Transcribe", "Video", "Jobs & GPU"]
-    image_tab, _, _, video_tab, _ = tabs.children
+    assert colab.tab_titles(tabs) == list(colab.TAB_TITLES) == ["Image", "Face swap", "Transcribe", "Video",
+                                                                "Live portrait", "Jobs & GPU"]
+    image_tab, _, _, video_tab, live_tab, _ = tabs.children
     prompt, _, go, _ = image_tab.children
     prompt.value = "a blue chair"
     go.click()
     assert submitted(stand_in, "image.generate")[0]["prompt"] == "a blue chair" and not go.disabled
     avatar = video_tab.children[1].children[0]
     assert [v for _, v in avatar.options] == ["default", "a2"]
+    # The live portrait tab sends both uploads, as base64 the server reads the type of.
+    portrait, speech = live_tab.children[0].children
+    for upload, content in ((portrait, b"\x89PNG"), (speech, b"RIFF")):
+        upload.set_trait("value", ({"name": "f", "type": "", "size": 4, "content": memoryview(content),
+                                    "last_modified": datetime.datetime(2026, 1, 1)},))
+    live_tab.children[1].click()
+    sent = submitted(stand_in, "video.live_portrait")[0]
+    assert (sent["image"], sent["audio"]) == (base64.b64encode(b"\x89PNG").decode(), base64.b64encode(b"RIFF").decode())
 
 
 # The same widgets under ipywidgets 7 (what Colab ships), in a child process.

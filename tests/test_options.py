@@ -28,6 +28,7 @@ VALID = {
     "video.render_multi": {"scenes": [{"script": "Hello there.", "avatarId": "default"}]},
     "enhance.image": {"media": "aGk="},
     "enhance.video": {"media": "aGk="},
+    "video.live_portrait": {"image": "aGk=", "audio": "aGk="},
 }
 # Kinds whose compare-only fields the service splits out before the model sees them.
 PARSED_BY_SERVICE = {("image.compare", "steps"), ("image.compare", "models"), ("image.compare", "n"),

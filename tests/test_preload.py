@@ -296,9 +296,9 @@ def test_offline_dry_run_of_the_t4_profile_uses_catalogue_estimates(tmp_path):
     # conftest keeps HF_HUB_OFFLINE=1: the hub is not asked, sizes come from the catalogue.
     report = preload(profile="t4", models_dir=tmp_path, dry_run=True, out=None, disk_free=lambda p: 10**12)
     ids = [m.entry.id for m in report.models]
-    assert ids[:7] == ["sdxl-lightning-4step", "buffalo_l", "inswapper_128", "faster-whisper-large-v3-turbo", "espeak-ng",
-                       "realesrgan-x4plus", "gfpgan-v1.4"]
-    assert all(i.startswith("piper:") for i in ids[7:])  # the default Piper voices come with the tts role
+    assert ids[:8] == ["sdxl-lightning-4step", "buffalo_l", "inswapper_128", "faster-whisper-large-v3-turbo", "espeak-ng",
+                       "realesrgan-x4plus", "gfpgan-v1.4", "musetalk-1.5"]
+    assert all(i.startswith("piper:") for i in ids[8:])  # the default Piper voices come with the tts role
     hub_models = [m for m in report.models if m.entry.sources]
     assert all(m.status == "download" and "estimate" in m.note for m in hub_models)
     pack = CATALOG["buffalo_l"].sources["pack"].bytes  # published size; on disk twice while unpacked

@@ -303,7 +303,7 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
     installed = {m.entry.id for m in report.models if m.status == "downloaded"}
     roles = PROFILES[profile].roles
     ran = []
-    for role in ("image", "faces", "swapper", "speech", "upscale", "restore"):
+    for role in ("image", "faces", "swapper", "speech", "upscale", "restore", "lipsync"):
         choice = roles[role]
         if choice.model_id not in installed:
             continue  # a catalogue bug, reported by the preload test
@@ -322,6 +322,20 @@ def test_preloaded_replicas_load_and_run_through_the_product_loaders(profile, pr
             with torch.inference_mode():
                 out = model(torch.rand(1, 3, side, side))
             assert tuple(out.shape) == (1, 3, side * model.scale, side * model.scale)
+        elif role == "lipsync":
+            from enfoads.models.catalog_lipsync import REV_MUSETALK
+            from enfoads.services.avatars import default_face, packaged_default_avatar, read_rgb
+            from enfoads.services.lipsync import LipSync
+            from enfoads.services.lipsync_mask import FaceGeometry
+
+            # The hub's .pth was converted once, beside the cache (never inside the snapshot).
+            converted = models_dir / "converted" / choice.model_id / REV_MUSETALK / "unet.fp16.safetensors"
+            assert converted.is_file() and not list(models_dir.glob("models--*/snapshots/*/*/unet.fp16*"))
+            engine = LipSync(model, batch_size=4, fps=25)
+            prepared = engine.prepare(read_rgb(packaged_default_avatar()),
+                                      FaceGeometry.from_dict(default_face(768, 1024)))
+            frames = list(engine.frames(prepared, np.random.default_rng(0).normal(0, 0.1, 4000).astype(np.float32)))
+            assert len(frames) == 7 and frames[0].shape == (1024, 768, 3)
         else:
             segments, info = model.transcribe(np.zeros(16000, dtype=np.float32), beam_size=1, temperature=0,
                                               max_new_tokens=2, without_timestamps=True, language="es")

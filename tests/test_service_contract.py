@@ -77,6 +77,7 @@ def samples() -> dict[str, dict]:
                                "resolution": 144, "fps": 10},
         "enhance.image": {"media": _png_b64(face_test_pattern(64, 48, squares=((16, 8, 32),))), "scale": 2},
         "enhance.video": {"media": _mp4_b64(), "scale": 2},
+        "video.live_portrait": {"image": _png_b64(face_test_pattern()), "audio": _wav_b64(0.6), "fps": 10},
     }
 
 

@@ -67,9 +67,10 @@ def env(models_dir, tmp_path_factory):
     tts = TTS(models_dir, edge=False)
     avatars = AvatarStore(settings.data_dir)
     work = tmp / "work"
-    kinds = {k.name: k for k in video.job_kinds(rt, work_root=work, tts=tts, avatars=avatars)}
+    kinds = {k.name: k for k in video.job_kinds(rt, work_root=work, tts=tts, avatars=avatars, assets=store)}
     for k in kinds.values():
-        assert k.device == "cpu"
+        # The tiny profile's lip-sync model runs on its (simulated) GPU: videos go to the GPU worker.
+        assert k.device == rt.choice("lipsync").device == "gpu"
         queue.register(k.name, k.handler, device=k.device)
     queue.start()
     landscape = io.BytesIO()
@@ -146,6 +147,9 @@ def test_render_mp4_h264_aac_with_timed_subtitles(env):
     assert 0 <= head.find(b"moov") < head.find(b"mdat")  # +faststart: playable while downloading
     assert (r["width"], r["height"], r["fps"], r["orientation"]) == (180, 320, 12, "vertical")
     assert r["voice"]["used"] == "espeak:es-419" and r["voice"]["fallback"] is False
+    # The default avatar carries its face: the tiny lip-sync model ran over every frame of the speech.
+    assert r["lipsync"]["ran"] and r["lipsync"]["model"] == "tiny-musetalk" and r["lipsync"]["reason"] is None
+    assert abs(r["lipsync"]["frames"] - r["speech_duration"] * 12) <= 1
     subs = r["subtitles"]
     assert subs["burned_in"] and subs["cues"] == r["segments"] == 3
     srt = env.store.read_bytes(subs["srt_asset_id"]).decode()
@@ -250,7 +254,7 @@ def test_cancel_mid_encode_stops_ffmpeg_and_leaves_nothing(env):
     long_script = " ".join(["Este es un guion largo para que la codificación dure varios segundos."] * 6)
     params = env.kinds[video.JOB_KIND].validate({"script": long_script, "avatar_id": "default",
                                                  "voice_id": "espeak:es-419", "generate_subtitles": True,
-                                                 "resolution": 540})
+                                                 "resolution": 540, "lipsync": False})
     job = env.queue.submit(video.JOB_KIND, params)
     deadline = time.monotonic() + 30
     while not re.search(r"encoding \d+%", env.queue.get(job.id).stage):
@@ -329,3 +333,117 @@ def test_srt_and_vtt_format():
                                     "y accesorios de verano."]
     assert "2\n01:01:01,000 --> 01:01:02,250\nAdiós.\n" in srt
     assert vtt.startswith("WEBVTT\n\n00:00:00.150 --> 00:00:01.500\n")
+
+
+# --------------------------------------------------------------------------- lip sync (MuseTalk, the tiny kit)
+
+
+def _mouth_box_in_video(fmt_w: int, fmt_h: int) -> tuple[int, int, int, int]:
+    """The lower half of the default avatar's lip-sync crop, in the pixels of a motion-less video."""
+    from enfoads.services.avatars import default_face
+    from enfoads.services.lipsync_mask import FaceGeometry, crop_box
+
+    fmt = video_canvas.VideoFormat(fmt_w, fmt_h, 12, "vertical", "none")
+    place = video_canvas.placement(768, 1024, fmt)
+    x1, y1, x2, y2 = crop_box(FaceGeometry.from_dict(default_face(768, 1024)), 768, 1024)
+    mid = (y1 + y2) / 2
+    to_video = lambda x, y: ((x * place.sx + place.tx) / 2, (y * place.sy + place.ty) / 2)  # noqa: E731
+    (a, b), (c, d) = to_video(x1, mid), to_video(x2, y2)
+    return int(a) + 2, int(b) + 2, int(c) - 2, int(d) - 2
+
+
+def test_lipsync_moves_the_mouth_and_nothing_far_from_it(env):
+    job = submit(env, video.JOB_KIND, {"script": "Hola, ¿cómo estás? Muy bien, gracias.", "avatar_id": "default",
+                                       "voice_id": "espeak:es-419", "resolution": 360, "fps": 12, "motion": "none"})
+    r = job.result
+    assert r["lipsync"]["ran"] and r["lipsync"]["frames"] >= 12
+    with av.open(str(env.store.path(r["asset_id"]))) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        frames = [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+        duration = c.duration / 1e6
+    assert abs(duration - r["speech_duration"]) <= 1 / 12 + 0.05  # the audio's length, within a frame
+    x1, y1, x2, y2 = _mouth_box_in_video(360, 640)
+    mouths = [f[y1:y2, x1:x2] for f in frames[2:-4]]  # past the encoder's first frames and the fade-out
+    changes = [abs(a - b).mean() for a, b in zip(mouths, mouths[1:])]
+    # Far from the face (the top of the picture, the shirt) the still canvas shows through unchanged.
+    for region in (lambda f: f[10:120, 20:340], lambda f: f[560:630, 20:340]):
+        still = [region(f) for f in frames[2:-4]]
+        assert max(abs(a - b).max() for a, b in zip(still, still[1:])) <= 3
+        # The generated mouth (random weights: noise that follows the audio) differs from frame to frame.
+        assert max(changes) > max(0.25, 5 * max(abs(a - b).mean() for a, b in zip(still, still[1:]))), changes
+
+
+def test_lipsync_off_or_without_a_face_keeps_the_still_avatar(env):
+    off = submit(env, video.JOB_KIND, {"script": "Hola.", "avatar_id": "default", "lipsync": False, **SMALL}).result
+    assert off["lipsync"] == {"requested": False, "ran": False, "reason": "not requested"}
+    # An avatar kept without a face (an earlier release's): the tiny detector finds none in it, so the
+    # video is made still and says why.
+    faceless = submit(env, video.JOB_KIND, {"script": "Hola.", "avatar_id": env.wide.id, **SMALL}).result
+    assert faceless["lipsync"]["requested"] and not faceless["lipsync"]["ran"]
+    assert "no face" in faceless["lipsync"]["reason"]
+    multi = submit(env, video.JOB_KIND_MULTI, {"scenes": [
+        {"id": 1, "avatarId": "default", "script": "Primera."},
+        {"id": 2, "avatarId": env.wide.id, "script": "Segunda."}], **SMALL}).result
+    assert [s["lipsync"]["ran"] for s in multi["scenes"]] == [True, False]
+    assert multi["lipsync"]["ran"] and multi["lipsync"]["scenes"] == 1 and "no face" in multi["lipsync"]["reason"]
+
+
+def test_cancel_stops_lipsync_between_batches(env):
+    long_script = " ".join(["Este es un guion largo para que la sincronización dure varios segundos."] * 4)
+    params = env.kinds[video.JOB_KIND].validate({"script": long_script, "avatar_id": "default",
+                                                 "voice_id": "espeak:es-419", "resolution": 360})
+    job = env.queue.submit(video.JOB_KIND, params)
+    deadline = time.monotonic() + 60
+    while not re.search(r"lip sync [1-9]\d*/\d+", env.queue.get(job.id).stage):
+        assert time.monotonic() < deadline and not env.queue.get(job.id).done
+        time.sleep(0.02)
+    done_frames, total = map(int, re.search(r"(\d+)/(\d+)", env.queue.get(job.id).stage).groups())
+    assert done_frames < total
+    env.queue.cancel(job.id)
+    done = env.queue.wait(job.id, timeout=30)
+    assert done.state == "cancelled"
+    assert env.store.list(job_id=job.id) == []
+    assert list(env.work.iterdir()) == []
+    assert no_ffmpeg_children()
+
+
+def test_face_patch_is_the_canvas_outside_the_mask():
+    import numpy as np
+
+    from enfoads.services.avatars import default_face
+    from enfoads.services.lipsync_mask import FaceGeometry, crop_box, lower_face_mask
+    from enfoads.services.talking import PatchMaker, face_patch
+
+    for size in ((768, 1024), (720, 1280)):  # fitted over a blurred copy; filling the canvas
+        fmt = video_canvas.VideoFormat(360, 640, 12, "vertical", "zoom_in")
+        place = video_canvas.placement(*size, fmt)
+        assert place.fills is (size == (720, 1280))
+        face = FaceGeometry.from_dict(default_face(*size))
+        crop = crop_box(face, *size)
+        patch = face_patch(place, crop)
+        assert patch.width % 2 == patch.height % 2 == patch.x % 2 == patch.y % 2 == 0
+        rng = np.random.default_rng(0)
+        canvas = rng.integers(0, 256, (place.canvas_height, place.canvas_width, 3), dtype=np.uint8)
+        mask = lower_face_mask(face, crop)
+        maker = PatchMaker(canvas, place, crop, mask, patch)
+        frame = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        out = maker(frame)
+        still = canvas[patch.y:patch.y + patch.height, patch.x:patch.x + patch.width]
+        assert out.shape == still.shape and out.flags["C_CONTIGUOUS"]
+        assert (out[maker.outside] == still[maker.outside]).all() and maker.outside.any()
+        assert (out[~maker.outside] != still[~maker.outside]).any()
+
+
+def test_placement_is_where_compose_canvas_puts_the_avatar(tmp_path):
+    import numpy as np
+
+    fmt = video_canvas.VideoFormat(180, 320, 12, "vertical", "none")
+    for size in ((400, 300), (450, 800)):  # contained; filled
+        picture = np.full((size[1], size[0], 3), 40, np.uint8)
+        x, y = size[0] * 3 // 5, size[1] * 2 // 3
+        picture[y - 6:y + 6, x - 6:x + 6] = (250, 20, 20)
+        Image.fromarray(picture).save(tmp_path / "a.png")
+        canvas = np.asarray(Image.open(video_canvas.compose_canvas(tmp_path / "a.png", fmt, tmp_path / "c.png")))
+        place = video_canvas.placement(*size, fmt)
+        cx, cy = round(x * place.sx + place.tx), round(y * place.sy + place.ty)
+        assert canvas[cy, cx, 0] > 200 and canvas[cy, cx, 1] < 80, (size, canvas[cy, cx])

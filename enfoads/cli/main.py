@@ -122,7 +122,7 @@ def _add_preload_parsers(sub) -> None:
         "a second run downloads nothing. After it, start with HF_HUB_OFFLINE=1.",
     )
     _settings_args(preload)
-    preload.add_argument("--only", metavar="ROLES", help="comma-separated roles (image,faces,swapper,speech,tts,upscale,restore) or model ids")
+    preload.add_argument("--only", metavar="ROLES", help="comma-separated roles (image,faces,swapper,speech,tts,upscale,restore,lipsync) or model ids")
     preload.add_argument(
         "--with", dest="with_extras", metavar="EXTRAS",
         help="optional downloads: quality (SDXL base's UNet, 5.1 GB: 10-50 steps with guidance), "

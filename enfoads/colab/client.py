@@ -144,15 +144,26 @@ class Client:
 
     def render_video(self, script: str, *, avatar_id: str = "default", voice_id: str | None = None,
                      subtitles: bool = True, orientation: str = "vertical", resolution: int | None = None,
-                     on_progress: ProgressCallback | None = None) -> bytes:
-        """MP4 bytes of a talking-avatar video of ``script`` (job ``video.render``)."""
+                     lipsync: bool = True, on_progress: ProgressCallback | None = None) -> bytes:
+        """MP4 bytes of a talking-avatar video of ``script`` (job ``video.render``); the mouth follows the
+        speech when the lip-sync model is installed, unless ``lipsync`` is false."""
         params: dict = {"script": script, "avatar_id": avatar_id, "generate_subtitles": subtitles,
-                        "orientation": orientation}
+                        "orientation": orientation, "lipsync": lipsync}
         if voice_id:
             params["voice_id"] = voice_id
         if resolution:
             params["resolution"] = resolution
         return self._output(self.run("video.render", params, on_progress=on_progress))
+
+    def live_portrait(self, image: bytes, audio: bytes, *, motion: str = "none",
+                      on_progress: ProgressCallback | None = None) -> bytes:
+        """MP4 bytes of ``image`` (a portrait) speaking ``audio`` (any clip ffmpeg reads), lip-synced
+        (job ``video.live_portrait``)."""
+        # Plain base64: the server reads each file's type from its content.
+        job = self.run("video.live_portrait", {"image": base64.b64encode(image).decode(),
+                                               "audio": base64.b64encode(audio).decode(), "motion": motion},
+                       on_progress=on_progress)
+        return self._output(job)
 
     def voices(self) -> list[dict]:
         return self._call("GET", "/voices").get("voices", [])

@@ -41,7 +41,7 @@ def status_text(client: Client, server: ServerProcess | None = None, log_lines: 
     return redact("\n".join(lines), key_secrets(client.key))
 
 
-TAB_TITLES = ("Image", "Face swap", "Transcribe", "Video", "Jobs & GPU")
+TAB_TITLES = ("Image", "Face swap", "Transcribe", "Video", "Live portrait", "Jobs & GPU")
 
 
 def set_tab_titles(tabs, titles: Iterable[str]) -> None:
@@ -103,6 +103,13 @@ class NotebookUI:
         from IPython.display import Video
 
         return Video(self.client.render_video(script, on_progress=on_progress, **options), embed=True, mimetype="video/mp4")
+
+    def live_portrait(self, image: bytes, audio: bytes, on_progress: ProgressCallback | None = None, **options):
+        """An ``IPython.display.Video`` (embedded MP4) of the portrait speaking the clip."""
+        from IPython.display import Video
+
+        return Video(self.client.live_portrait(image, audio, on_progress=on_progress, **options), embed=True,
+                     mimetype="video/mp4")
 
     def widget(self):
         if self._widget is None:
@@ -183,18 +190,27 @@ class NotebookUI:
                                                  ("default voice", "")), description="voice")
         orientation = w.Dropdown(options=ORIENTATIONS, value="vertical", description="shape")
         subs = w.Checkbox(value=True, description="subtitles")
+        lipsync = w.Checkbox(value=True, description="lip sync")
         render, out_video = w.Button(description="Render video", button_style="primary"), w.Output()
         runner(render, out_video, lambda p: self.render_video(
             script.value or "Hello from Enfoads.", avatar_id=avatar.value, voice_id=voice.value or None,
-            subtitles=subs.value, orientation=orientation.value, on_progress=p))
-        video_tab = w.VBox([script, w.HBox([avatar, voice]), w.HBox([orientation, subs]), render, out_video])
+            subtitles=subs.value, orientation=orientation.value, lipsync=lipsync.value, on_progress=p))
+        video_tab = w.VBox([script, w.HBox([avatar, voice]), w.HBox([orientation, subs, lipsync]), render, out_video])
+
+        # Live portrait: a picture speaks a clip
+        portrait = w.FileUpload(accept="image/*", description="portrait")
+        speech = w.FileUpload(accept="audio/*,video/*", description="speech")
+        animate, out_live = w.Button(description="Make it talk", button_style="primary"), w.Output()
+        runner(animate, out_live, lambda p: self.live_portrait(_upload_bytes(portrait), _upload_bytes(speech),
+                                                               on_progress=p))
+        live_tab = w.VBox([w.HBox([portrait, speech]), animate, out_live])
 
         # Jobs
         refresh, out_jobs = w.Button(description="Refresh"), w.Output()
         runner(refresh, out_jobs, lambda _p: print(status_text(self.client)), bar_shown=False)
         jobs_tab = w.VBox([refresh, out_jobs])
 
-        tabs = w.Tab(children=[image_tab, swap_tab, tr_tab, video_tab, jobs_tab])
+        tabs = w.Tab(children=[image_tab, swap_tab, tr_tab, video_tab, live_tab, jobs_tab])
         set_tab_titles(tabs, TAB_TITLES)
         return tabs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from enfoads.models.catalog_types import GB, MB, HubFiles, ModelEntry, UrlArchive, UrlFile
 from enfoads.models.catalog_enhance import ENHANCE_ENTRIES
+from enfoads.models.catalog_lipsync import LIPSYNC_ENTRIES
 
 # Staging (``ModelEntry.staging_bytes``): host RAM a load onto the GPU holds at its peak,
 # read from each loader and the libraries it calls (and measured on a CPU where the step
@@ -329,6 +330,7 @@ SDXL_BASE_UNET = ModelEntry(
 )
 CATALOG[SDXL_BASE_UNET.id] = SDXL_BASE_UNET
 CATALOG.update({e.id: e for e in ENHANCE_ENTRIES})
+CATALOG.update({e.id: e for e in LIPSYNC_ENTRIES})
 
 #: ``enfoads preload --with NAME``: optional downloads for profiles whose image model is SDXL-Lightning.
 PRELOAD_EXTRAS: dict[str, tuple[str, ...]] = {

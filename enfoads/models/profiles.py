@@ -14,7 +14,7 @@ from typing import Mapping
 
 GIB = 1024**3
 
-ROLES = ("image", "faces", "swapper", "speech", "tts", "upscale", "restore")
+ROLES = ("image", "faces", "swapper", "speech", "tts", "upscale", "restore", "lipsync")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ _GPU_ROLES = _roles(
     # Tiles of 512 px with 32 px of context: the x4 output of one tile fits the T4 reserve.
     upscale=RoleChoice("realesrgan-x4plus", "gpu", "float16", _UPSCALE_TILES),
     restore=RoleChoice("gfpgan-v1.4", "gpu", "float32", {"size": 512}),
+    # Frames per UNet batch: MuseTalk's own default; 16 is measured by bench/gpu_proof.py.
+    lipsync=RoleChoice("musetalk-1.5", "gpu", "float16", {"batch_size": 8}),
 )
 
 _T4 = Profile(
@@ -87,6 +89,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 # The compact model: ~15x fewer operations than RRDBNet, the one a CPU can run.
                 upscale=RoleChoice("realesr-general-x4v3", "cpu", "float32", _UPSCALE_TILES),
                 restore=RoleChoice("gfpgan-v1.4", "cpu", "float32", {"size": 512}),
+                lipsync=RoleChoice("musetalk-1.5", "cpu", "float32", {"batch_size": 4}),
             ),
         ),
         "tiny": Profile(
@@ -101,6 +104,7 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
                 upscale=RoleChoice("tiny-realesrgan-x4plus", "gpu", "float32",
                                    {"tile": 64, "overlap": 8, "min_tile": 16}),
                 restore=RoleChoice("tiny-gfpgan", "gpu", "float32", {"size": 512}),
+                lipsync=RoleChoice("tiny-musetalk", "gpu", "float32", {"batch_size": 4}),
             ),
             ram_reserve_gb=0.5,
         ),

@@ -14,6 +14,15 @@ bombs); at least 64 px a side; fully decodable (truncated files are refused).
 The picture is then turned upright (EXIF), reduced to at most 2048 px a side,
 and stored as a normalised PNG (RGB, or RGBA when it has transparency).
 
+Faces: a talking avatar needs its face box and five key points (InsightFace's
+order: eyes, nose, mouth corners), found once when the avatar is added
+(``find_face``, see ``enfoads.services.avatar_faces``) and kept in its JSON, so
+every render reuses them; a picture the detector finds no face in is refused
+then (400 naming the field), not mid-render. The built-in avatar carries its
+face as data (:data:`DEFAULT_AVATAR_FACE`, where :func:`draw_default_avatar`
+draws it): no detector has to find a drawn face. An avatar stored by an
+earlier release has none until its first lip-synced render finds it.
+
 The built-in avatar is drawn by :func:`draw_default_avatar` (Pillow shapes: a
 friendly stylised presenter, not a photo); the package ships it as
 ``enfoads/data/default_avatar.png`` and :meth:`AvatarStore.ensure_default`
@@ -32,7 +41,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from enfoads.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
 from enfoads.text import clean_text
@@ -46,6 +55,9 @@ __all__ = [
     "MIN_SIDE",
     "Avatar",
     "AvatarStore",
+    "DEFAULT_AVATAR_FACE",
+    "default_face",
+    "read_rgb",
     "draw_default_avatar",
     "packaged_default_avatar",
     "is_avatar_id",
@@ -62,6 +74,13 @@ MAX_NAME_CHARS = 60
 _FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}
 _OPEN_FORMATS = ("PNG", "JPEG", "WEBP")
 _ID_RE = re.compile(r"^(default|[0-9a-f]{32})$")
+#: The built-in avatar's face where :func:`draw_default_avatar` draws it, as fractions of the picture's
+#: width and height: the head's box (brows to chin) and the five key points (left eye, right eye,
+#: nose tip, left and right mouth corner).
+DEFAULT_AVATAR_FACE = {
+    "box": [0.31, 0.395, 0.69, 0.64],
+    "kps": [[0.425, 0.455], [0.575, 0.455], [0.5, 0.52], [0.431, 0.554], [0.569, 0.554]],
+}
 _MIME_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 
 
@@ -78,11 +97,19 @@ class Avatar:
     height: int
     created: float
     builtin: bool
+    face: dict | None = None  # {"box": [x1, y1, x2, y2], "kps": [[x, y] x 5], "score"?} in pixels
 
     def to_dict(self) -> dict:
         """JSON for the web layer, which adds ``img`` (a signed URL of :attr:`path`)."""
         return {"id": self.id, "name": self.name, "width": self.width, "height": self.height,
-                "created": self.created, "builtin": self.builtin}
+                "created": self.created, "builtin": self.builtin, "face": self.face}
+
+
+def default_face(width: int, height: int) -> dict:
+    """:data:`DEFAULT_AVATAR_FACE` in the pixels of a ``width`` x ``height`` copy of the built-in avatar."""
+    x1, y1, x2, y2 = DEFAULT_AVATAR_FACE["box"]
+    return {"box": [round(x1 * width, 1), round(y1 * height, 1), round(x2 * width, 1), round(y2 * height, 1)],
+            "kps": [[round(x * width, 1), round(y * height, 1)] for x, y in DEFAULT_AVATAR_FACE["kps"]]}
 
 
 # --------------------------------------------------------------------------- the default avatar
@@ -176,6 +203,24 @@ def _clean_name(name: Any, field: str = "name") -> str | None:
     return name or None
 
 
+def _rgb_pixels(png: bytes):
+    """An H x W x 3 uint8 RGB array of a stored PNG (transparency flattened onto a light grey)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        if im.mode == "RGBA":
+            flat = Image.new("RGB", im.size, (235, 238, 242))
+            flat.paste(im, (0, 0), im)
+            return np.asarray(flat)
+        return np.asarray(im.convert("RGB"))
+
+
+def read_rgb(path: Path):
+    """An avatar's picture as RGB pixels, as :func:`_rgb_pixels` gives them."""
+    return _rgb_pixels(Path(path).read_bytes())
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -218,9 +263,12 @@ class AvatarStore:
                 return None
         except (OSError, ValueError):
             return None
-        return Avatar(id=avatar_id, name=str(info.get("name") or avatar_id), path=png,
-                      width=int(info.get("width") or 0), height=int(info.get("height") or 0),
-                      created=float(info.get("created") or 0.0), builtin=avatar_id == DEFAULT_AVATAR_ID)
+        width, height = int(info.get("width") or 0), int(info.get("height") or 0)
+        face = info.get("face") if isinstance(info.get("face"), dict) else None
+        if face is None and avatar_id == DEFAULT_AVATAR_ID and width and height:
+            face = default_face(width, height)  # a data dir made before faces were kept
+        return Avatar(id=avatar_id, name=str(info.get("name") or avatar_id), path=png, width=width, height=height,
+                      created=float(info.get("created") or 0.0), builtin=avatar_id == DEFAULT_AVATAR_ID, face=face)
 
     def list(self) -> list[Avatar]:
         """Every avatar: the default one first, then uploads newest first."""
@@ -279,13 +327,23 @@ class AvatarStore:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
         _write_atomic(self.dir / f"{DEFAULT_AVATAR_ID}.png", data)
-        self._write_meta(DEFAULT_AVATAR_ID, DEFAULT_AVATAR_NAME, width, height, data, source="builtin")
+        self._write_meta(DEFAULT_AVATAR_ID, DEFAULT_AVATAR_NAME, width, height, data, source="builtin",
+                         face=default_face(width, height))
         return self._meta(DEFAULT_AVATAR_ID)  # type: ignore[return-value]
 
-    def _write_meta(self, avatar_id, name, width, height, png: bytes, source: str) -> None:
+    def _write_meta(self, avatar_id, name, width, height, png: bytes, source: str, face: dict | None = None) -> None:
         meta = {"id": avatar_id, "name": name, "width": width, "height": height, "created": time.time(),
                 "bytes": len(png), "sha256": hashlib.sha256(png).hexdigest(), "source": source}
+        if face is not None:
+            meta["face"] = face
         _write_atomic(self.dir / f"{avatar_id}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+
+    def set_face(self, avatar_id: str, face: dict) -> None:
+        """Keep a face found later (an avatar stored by an earlier release) in the avatar's JSON."""
+        meta = self.dir / f"{avatar_id}.json"
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        info["face"] = face
+        _write_atomic(meta, json.dumps(info, ensure_ascii=False).encode("utf-8"))
 
     def normalize(self, data: Any, *, field: str = "image") -> tuple[bytes, int, int]:
         """Check an upload and return it as normalised PNG bytes with its size; writes nothing."""
@@ -336,13 +394,17 @@ class AvatarStore:
         out.save(buf, format="PNG", optimize=False, compress_level=6)
         return buf.getvalue(), out.width, out.height
 
-    def add(self, data: Any, name: Any = None, *, field: str = "image", name_field: str = "name") -> Avatar:
+    def add(self, data: Any, name: Any = None, *, field: str = "image", name_field: str = "name",
+            find_face: Callable[[Any], dict | None] | None = None) -> Avatar:
         """Check and store an uploaded picture (see the module docstring); returns the new avatar.
+
+        ``find_face(rgb pixels) -> face dict or None`` finds the face to keep; None
+        (no face detector installed) stores the avatar without one.
 
         Raises:
             PayloadTooLarge (413): too many bytes or pixels.
             UnsupportedMediaType (415): not PNG, JPEG or WebP.
-            InvalidInput (400): bad base64, corrupt or tiny image, bad name, too many avatars.
+            InvalidInput (400): bad base64, corrupt or tiny image, bad name, too many avatars, no face found.
         """
         clean = _clean_name(name, name_field)
         self.ensure_default()
@@ -350,10 +412,17 @@ class AvatarStore:
         if count >= self.max_count:
             raise InvalidInput.field(field, f"there are already {count} avatars; delete some first")
         png, width, height = self.normalize(data, field=field)
+        face = None
+        if find_face is not None:
+            face = find_face(_rgb_pixels(png))
+            if face is None:
+                raise InvalidInput.field(field, "shows no face the detector can find: a talking avatar needs one "
+                                                "clear face looking at the camera, at least 64 px across")
         avatar_id = uuid.uuid4().hex
         _write_atomic(self.dir / f"{avatar_id}.png", png)
         try:
-            self._write_meta(avatar_id, clean or f"Avatar {count + 1}", width, height, png, source="upload")
+            self._write_meta(avatar_id, clean or f"Avatar {count + 1}", width, height, png, source="upload",
+                             face=face)
         except BaseException:
             (self.dir / f"{avatar_id}.png").unlink(missing_ok=True)
             raise

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Callable
 
 from enfoads.errors import InvalidInput, PayloadTooLarge
-from enfoads.services.video_ffmpeg import FFmpegError, run_ffmpeg
+from enfoads.services.video_ffmpeg import ENCODER_FLUSH_S as _ENCODER_FLUSH_S, LOG_TAIL as _LOG_TAIL, FFmpegError, run_ffmpeg
+from enfoads.services.video_ffmpeg import log_tail as _tail, start_process as _start, stop_process as _stop_process
 
 __all__ = ["VideoInfo", "probe_video", "enhance_video", "COPYABLE_AUDIO"]
 
@@ -55,8 +56,6 @@ _PACKET_LINE = re.compile(r"(?P<stream>\d+),\s*-?\d+,\s*(?P<pts>-?\d+),\s*(?P<du
 _NOPTS = -(2 ** 63)  # AV_NOPTS_VALUE, as framecrc prints a missing timestamp
 _DISCARD_FLAG = 0x4  # AV_PKT_FLAG_DISCARD: a packet decoded only to be dropped (edit lists)
 _MAX_RATE_DENOMINATOR = 1001  # real rates are n/1 or n*1000/1001; anything finer is timestamp rounding
-_ENCODER_FLUSH_S = 300.0  # x264 draining its lookahead after the last frame
-_LOG_TAIL = 1500
 
 
 @dataclass(frozen=True)
@@ -462,36 +461,3 @@ def _mux_audio(video: Path, src: Path, final: Path, work: Path, *, info: VideoIn
                 raise
             log.warning("copying the %s audio into mp4 failed (%s); re-encoding it to AAC", info.audio_codec, exc)
     raise AssertionError("unreachable")
-
-
-def _start(args: list[str], **pipes) -> subprocess.Popen:
-    try:
-        return subprocess.Popen(args, **pipes)
-    except OSError as exc:
-        raise FFmpegError(f"could not start ffmpeg: {exc}") from exc
-
-
-def _stop_process(proc: subprocess.Popen, wait_s: float = 1.0) -> None:
-    """Close its pipes (the encoder sees the end of its input, the decoder a broken pipe), then terminate,
-    then kill; always reap it."""
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream:
-                stream.close()
-        except (OSError, ValueError):  # closing a pipe to a dead process flushes into nothing
-            pass
-    if proc.poll() is None:
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _tail(log_path: Path) -> str:
-    text = log_path.read_bytes()[-_LOG_TAIL:].decode("utf-8", "replace").strip() if log_path.exists() else ""
-    return text or "no message"

@@ -62,7 +62,7 @@ class VideoEnhancer:
             return self._plan(params, self._source(value, assets, Path(work)))[0]
 
     def handler(self, params: dict, ctx) -> dict:
-        from enfoads.services.video import WorkDir
+        from enfoads.services.work_dir import WorkDir
 
         settings = self.service.runtime.settings
         started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Talking-avatar videos: script -> speech -> a still avatar with gentle motion -> MP4.
 
-Job kinds (both on the CPU pool, ``device="cpu"``):
+Job kinds (on the CPU pool, or the GPU worker when the lip-sync model runs on a GPU):
 
 - ``video.render`` (``POST /render-video``). Params (:func:`validate_render`),
   the frontend's names first, aliases after a slash:
@@ -14,6 +14,9 @@ Job kinds (both on the CPU pool, ``device="cpu"``):
     unreachable), or omitted for the default voice.
   - ``generate_subtitles`` / ``subtitles`` / ``generateSubtitles``: burn
     subtitles in and save them as SRT and VTT assets (default false).
+  - ``lipsync``: the avatar's mouth follows the speech (MuseTalk,
+    ``enfoads.services.talking``) whenever the lip-sync model is installed and
+    the avatar has a face (default true; false keeps the still avatar).
   - ``orientation``: ``"vertical"`` (default, 9:16), ``"horizontal"`` (16:9)
     or ``"square"``; ``resolution``: the short side in px, 144-1080, even
     (default 720, so 720x1280); ``fps``: 10-30 (default 25); ``motion``:
@@ -68,11 +71,23 @@ Result JSON (``video.render``)::
      "voice": {"requested": "es-MX-DaliaNeural", "used": "espeak:es-419+f3", "name": "...", "backend": "espeak",
                "offline": true, "fallback": true, "note": "edge-tts is not installed; ... replaced by ..."},
      "voice_note": "<the note, or null>", "avatar_id": "default", "segments": 5,
+     "lipsync": {"requested": true, "ran": true, "model": "musetalk-1.5", "frames": 309, "seconds": 8.1,
+                 "reason": null},
      "timings": {"speech_s": 0.4, "encode_s": 6.1, "total_s": 7.0}, "message": "..."}
 
 ``video.render_multi`` gives the same top-level keys (``voice`` is the first
-scene's) plus ``scenes: [{"index", "id", "avatar_id", "start", "duration",
-"voice": {...}, "subtitles", "cues"}]``.
+scene's; ``lipsync.ran`` is true when any scene was lip-synced) plus
+``scenes: [{"index", "id", "avatar_id", "start", "duration", "voice": {...},
+"subtitles", "cues", "lipsync": {...}}]``.
+
+Lip sync: the job leases the model once per scene, prepares the avatar (its
+face was found when it was added), and ffmpeg lays each generated face over
+the still canvas before the camera moves (``talking.Talker.render``): one
+encoding pass, the motion kept. A scene whose avatar has no face, or a
+server without the model, renders the still avatar and says why in
+``lipsync.reason``. With the model on a GPU the video kinds run on the GPU
+worker (``device`` of the lip-sync role), so they never share the GPU with
+an image job.
 
 The parts of a scene live in sibling modules: ``video_canvas`` (the format
 and the avatar canvas), ``video_subtitles`` (cues, SRT/VTT text, subtitle
@@ -81,16 +96,17 @@ options in ``video_options``.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from enfoads.services.avatars import AvatarStore
-from enfoads.services import JobKind
-from enfoads.services.video_canvas import VideoFormat, compose_canvas
+from enfoads.services.avatar_faces import AvatarFaces
+from enfoads.services.avatars import AvatarStore, read_rgb
+from enfoads.services import JobKind, live_portrait
+from enfoads.services.talking import Talker
+from enfoads.services.video_canvas import VideoFormat, compose_canvas, placement
+from enfoads.services.work_dir import WorkDir
 from enfoads.services.video_ffmpeg import concat_command, find_ffmpeg, probe_duration, run_ffmpeg, scene_command
 from enfoads.services.video_options import (
     MAX_SCENES, MAX_SCRIPT_CHARS, MAX_TOTAL_CHARS, MultiSceneOptions, RenderOptions, validate_render,
@@ -114,6 +130,7 @@ __all__ = [
 JOB_KIND = "video.render"
 JOB_KIND_MULTI = "video.render_multi"
 _SPEECH_SHARE, _SUBS_SHARE = 0.35, 0.05  # of a scene's progress; the rest is encoding
+_LIPSYNC_SPEECH_SHARE = 0.15  # with lip sync the frames are most of the work
 
 
 # --------------------------------------------------------------------------- rendering
@@ -126,6 +143,7 @@ class SceneOutput:
     speech: Speech
     cues: list[Cue]
     timings: dict = field(default_factory=dict)
+    lipsync: dict = field(default_factory=dict)
 
 
 class VideoRenderer:
@@ -137,10 +155,13 @@ class VideoRenderer:
         ffmpeg: the ffmpeg executable (default :func:`find_ffmpeg`).
     """
 
-    def __init__(self, tts: TTS, avatars: AvatarStore, ffmpeg: str | None = None):
+    def __init__(self, tts: TTS, avatars: AvatarStore, ffmpeg: str | None = None, *, talker: Talker | None = None,
+                 faces: AvatarFaces | None = None):
         self.tts = tts
         self.avatars = avatars
         self._ffmpeg = ffmpeg
+        self.talker = talker
+        self.faces = faces
 
     @property
     def ffmpeg(self) -> str:
@@ -151,41 +172,86 @@ class VideoRenderer:
     def render_scene(self, *, script: str, avatar_id: str, voice_id: str | None, subtitles: bool,
                      fmt: VideoFormat, speed: float, work: Path, name: str,
                      progress: Callable[[float, str], None], fade_in: bool = False, fade_out: bool = False,
-                     faststart: bool = True, label: str = "") -> SceneOutput:
+                     faststart: bool = True, label: str = "", lipsync: bool = False) -> SceneOutput:
         """Speech, canvas, subtitle strips and the encoded scene ``<work>/<name>.mp4``.
 
         ``progress(fraction, stage)`` gets 0..1 over the whole scene.
         """
         t0 = time.perf_counter()
         prefix = f"{label}: " if label else ""
+        avatar = self.avatars.get(avatar_id)
+        face, status = self._face_for_lipsync(avatar) if lipsync else (None, {"requested": False, "ran": False,
+                                                                              "reason": "not requested"})
+        speech_share = _LIPSYNC_SPEECH_SHARE if face is not None else _SPEECH_SHARE
         progress(0.0, f"{prefix}speech")
         choice = self.tts.resolve(voice_id)
         speech = self.tts.synthesize(script, choice, speed=speed,
-                                     progress=lambda f, msg: progress(_SPEECH_SHARE * f, prefix + msg))
+                                     progress=lambda f, msg: progress(speech_share * f, prefix + msg))
         t1 = time.perf_counter()
         audio = speech.write_wav(work / f"{name}.wav")
         duration = speech.duration
-        canvas = compose_canvas(self.avatars.get(avatar_id).path, fmt, work / f"{name}_canvas.png")
         cues = cues_from_speech(speech) if subtitles else []
         strips = None
         if subtitles:
-            progress(_SPEECH_SHARE, f"{prefix}subtitles")
+            progress(speech_share, f"{prefix}subtitles")
             strips = render_subtitle_strips(cues, fmt, duration, work / f"{name}_subs")
-        progress(_SPEECH_SHARE + _SUBS_SHARE, f"{prefix}encoding")
+        progress(speech_share + _SUBS_SHARE, f"{prefix}encoding")
         t2 = time.perf_counter()
-        out = work / f"{name}.mp4"
-        args = scene_command(self.ffmpeg, canvas=canvas, audio=audio, out=out, fmt=fmt, duration=duration,
-                             subtitles=strips, fade_in=fade_in, fade_out=fade_out, faststart=faststart)
-        encode_share = 1.0 - _SPEECH_SHARE - _SUBS_SHARE
+        encode_share = 1.0 - speech_share - _SUBS_SHARE
 
-        def on_encode(f: float) -> None:  # every ~0.5 s (ffmpeg's -stats_period); also where a cancel lands
-            progress(_SPEECH_SHARE + _SUBS_SHARE + encode_share * f, f"{prefix}encoding {int(f * 100)}%")
+        def on_share(f: float, stage: str) -> None:  # also where a cancel lands
+            progress(speech_share + _SUBS_SHARE + encode_share * f, prefix + stage)
 
-        run_ffmpeg(args, duration=duration, progress=on_encode, log_file=work / f"{name}.log")
+        out = self.encode(avatar.path, face, status, audio=audio, duration=duration, subtitles=strips, fmt=fmt,
+                          work=work, name=name, progress=on_share, fade_in=fade_in, fade_out=fade_out,
+                          faststart=faststart)
         t3 = time.perf_counter()
         return SceneOutput(out, probe_duration(out), speech, cues,
                            {"speech_s": round(t1 - t0, 3), "prepare_s": round(t2 - t1, 3),
-                            "encode_s": round(t3 - t2, 3)})
+                            "encode_s": round(t3 - t2, 3)}, status)
+
+    def encode(self, picture: Path, face: dict | None, status: dict, *, audio: Path, duration: float, subtitles,
+               fmt: VideoFormat, work: Path, name: str, progress: Callable[[float, str], None],
+               fade_in: bool = False, fade_out: bool = False, faststart: bool = True) -> Path:
+        """``<work>/<name>.mp4``: the picture on its canvas, lip-synced when ``face`` is given, over ``audio``.
+
+        ``status`` (the scene's lip-sync status) is completed with what ran.
+        """
+        canvas = compose_canvas(picture, fmt, work / f"{name}_canvas.png")
+        out = work / f"{name}.mp4"
+
+        def scene_args(patch=None) -> list[str]:
+            return scene_command(self.ffmpeg, canvas=canvas, audio=audio, out=out, fmt=fmt, duration=duration,
+                                 subtitles=subtitles, fade_in=fade_in, fade_out=fade_out, faststart=faststart,
+                                 face=patch)
+
+        if face is not None:
+            from enfoads.services.audio_input import decode_audio
+
+            rgb = read_rgb(picture)
+            run = self.talker.render(portrait_rgb=rgb, face=face, audio_16k=decode_audio(audio).samples, fmt=fmt,
+                                     canvas_path=canvas, place=placement(rgb.shape[1], rgb.shape[0], fmt),
+                                     scene_args=scene_args, log_file=work / f"{name}.log", progress=progress)
+            status.update(ran=True, model=run.model, frames=run.frames, seconds=run.seconds,
+                          batch_size=run.batch_size)
+        else:
+            run_ffmpeg(scene_args(), duration=duration, log_file=work / f"{name}.log",
+                       progress=lambda f: progress(f, f"encoding {int(f * 100)}%"))
+        return out
+
+    def _face_for_lipsync(self, avatar) -> tuple[dict | None, dict]:
+        """The avatar's face when this scene can be lip-synced, and the status that says why not."""
+        status = {"requested": True, "ran": False, "model": None, "reason": None}
+        if self.talker is None or not self.talker.available():
+            status["reason"] = self.talker.unavailable_reason() if self.talker else "no lip-sync model here"
+            return None, status
+        status["model"] = self.talker.model_id
+        face = avatar.face
+        if face is None and self.faces is not None and self.faces.available():
+            face = self.faces.for_avatar(avatar)
+        if face is None:
+            status["reason"] = f"no face was found in avatar {avatar.id}; it is shown still"
+        return face, status
 
     def concat(self, scenes: list[SceneOutput], work: Path, progress: Callable[[float], None]) -> Path:
         list_file = work / "scenes.ffconcat"
@@ -196,24 +262,6 @@ class VideoRenderer:
         run_ffmpeg(concat_command(self.ffmpeg, list_file=list_file, out=out), duration=total, progress=progress,
                    log_file=work / "concat.log")
         return out
-
-
-class WorkDir:
-    """``<root>/enfoads-<what>-<job id>``: made empty at start, always removed at the end."""
-
-    def __init__(self, root: Path | None, job_id: str, what: str = "video"):
-        self.root = Path(root) if root is not None else Path(tempfile.gettempdir())
-        self.path = self.root / f"enfoads-{what}-{job_id}"
-
-    def __enter__(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():  # a run interrupted by a restart
-            shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir()
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def _percent(lo: float, hi: float, report: Callable[[float, str | None], None]) -> Callable[[float, str], None]:
@@ -244,21 +292,25 @@ def _result(fmt: VideoFormat, asset, duration: float, speech_duration: float, su
 
 
 def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None = None,
-              avatars: AvatarStore | None = None, ffmpeg: str | None = None) -> list[JobKind]:
-    """``video.render`` and ``video.render_multi`` (CPU pool) for ``runtime.settings``.
+              avatars: AvatarStore | None = None, ffmpeg: str | None = None, talker: Talker | None = None,
+              faces: AvatarFaces | None = None, assets=None) -> list[JobKind]:
+    """``video.render``, ``video.render_multi`` and ``video.live_portrait`` for ``runtime.settings``.
 
     Args:
         runtime: an ``enfoads.models.runtime.Runtime`` (only its ``settings`` are used:
             ``data_dir`` for avatars, ``models_dir`` for Piper voices).
         work_root: where each job's temporary folder goes; default ``settings.video_work_dir``
             if that setting exists, else the system's temp dir (keep it off a Drive mount).
-        tts, avatars, ffmpeg: override the defaults made from the settings.
+        tts, avatars, ffmpeg, talker, faces: override the defaults made from the runtime and settings.
     """
     settings = runtime.settings
     work_root = work_root or getattr(settings, "video_work_dir", None)
     tts = tts or TTS.from_settings(settings)
     avatars = avatars or AvatarStore.from_settings(settings)
-    renderer = VideoRenderer(tts, avatars, ffmpeg or getattr(settings, "ffmpeg_path", None))
+    talker = talker or Talker(runtime)
+    faces = faces or AvatarFaces(runtime, avatars)
+    renderer = VideoRenderer(tts, avatars, ffmpeg or getattr(settings, "ffmpeg_path", None), talker=talker,
+                             faces=faces)
 
     def validate(params: dict) -> dict:
         return validate_render(params, tts=tts, avatars=avatars)
@@ -275,14 +327,14 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
             scene = renderer.render_scene(
                 script=params["script"], avatar_id=params["avatar_id"], voice_id=params["voice_id"],
                 subtitles=params["subtitles"], fmt=fmt, speed=params["speed"], work=work, name="scene",
-                progress=_percent(0, 99, ctx.progress), fade_out=True)
+                progress=_percent(0, 99, ctx.progress), fade_out=True, lipsync=params["lipsync"])
             ctx.progress(99, "saving")
             subs = _save_subtitles(ctx, scene.cues, scene.duration) if params["subtitles"] else None
             asset = ctx.save_file(scene.path, "video/mp4", move=True, kind="video", width=fmt.width,
                                   height=fmt.height, duration=scene.duration)
         timings = dict(scene.timings, total_s=round(time.perf_counter() - started, 3))
         out = _result(fmt, asset, scene.duration, scene.speech.duration, subs, scene.speech.choice, timings)
-        out.update(avatar_id=params["avatar_id"], segments=len(scene.speech.segments))
+        out.update(avatar_id=params["avatar_id"], segments=len(scene.speech.segments), lipsync=scene.lipsync)
         return out
 
     def handler_multi(params: dict, ctx) -> dict:
@@ -304,7 +356,7 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
                     script=scene["script"], avatar_id=scene["avatar_id"], voice_id=scene["voice_id"],
                     subtitles=scene["subtitles"], fmt=fmt, speed=params["speed"], work=work, name=f"scene{i:02d}",
                     progress=_percent(*bounds[i], ctx.progress), fade_in=i > 0, fade_out=True, faststart=False,
-                    label=f"scene {i + 1}/{n}"))
+                    label=f"scene {i + 1}/{n}", lipsync=params["lipsync"]))
             ctx.progress(95, "joining scenes")
             joined = renderer.concat(outputs, work, lambda f: ctx.progress(95 + 4 * f, "joining scenes"))
             duration = probe_duration(joined)
@@ -327,12 +379,19 @@ def job_kinds(runtime, *, work_root: str | Path | None = None, tts: TTS | None =
         result["scenes"] = [
             {"index": i, "id": scene["id"], "avatar_id": scene["avatar_id"], "start": round(starts[i], 3),
              "duration": round(out.duration, 3), "voice": out.speech.choice.to_dict(),
-             "subtitles": scene["subtitles"], "cues": len(out.cues)}
+             "subtitles": scene["subtitles"], "cues": len(out.cues), "lipsync": out.lipsync}
             for i, (out, scene) in enumerate(zip(outputs, scenes))
         ]
+        synced = [o.lipsync for o in outputs if o.lipsync.get("ran")]
+        reasons = sorted({o.lipsync["reason"] for o in outputs if o.lipsync.get("reason")})
+        result["lipsync"] = {"requested": params["lipsync"], "ran": bool(synced), "scenes": len(synced),
+                             "model": synced[0]["model"] if synced else None, "reason": "; ".join(reasons) or None}
         return result
 
+    device = talker.device  # the lip-sync model's: a GPU job never shares the GPU with another
     return [
-        JobKind(JOB_KIND, handler, validate, device="cpu", options=RenderOptions),
-        JobKind(JOB_KIND_MULTI, handler_multi, validate_multi, device="cpu", options=MultiSceneOptions),
+        JobKind(JOB_KIND, handler, validate, device=device, options=RenderOptions),
+        JobKind(JOB_KIND_MULTI, handler_multi, validate_multi, device=device, options=MultiSceneOptions),
+        *live_portrait.job_kinds(runtime, renderer=renderer, assets=assets, avatars=avatars, faces=faces,
+                                 talker=talker, work_root=work_root),
     ]

@@ -2,6 +2,8 @@
 
 The canvas is ``CANVAS_SCALE`` times the video's size so that ffmpeg's
 ``zoompan`` (``video_ffmpeg.scene_command``) moves smoothly over it.
+``placement`` says where the avatar's pixels land on it (a talking face is
+laid over the still canvas there, frame by frame).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from enfoads.services.video_options import DEFAULT_FPS, DEFAULT_RESOLUTION
 
-__all__ = ["CANVAS_SCALE", "VideoFormat", "compose_canvas"]
+__all__ = ["CANVAS_SCALE", "VideoFormat", "Placement", "compose_canvas", "placement"]
 
 CANVAS_SCALE = 2  # the avatar canvas is this many times the video size (smooth zoompan)
 
@@ -32,6 +34,51 @@ class VideoFormat:
         return cls(w, h, int(params.get("fps", DEFAULT_FPS)), orientation, params.get("motion", "zoom_in"))
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Avatar pixel (x, y) -> canvas pixel (x * sx + tx, y * sy + ty)."""
+
+    sx: float
+    sy: float
+    tx: float
+    ty: float
+    canvas_width: int
+    canvas_height: int
+    fills: bool  # the avatar fills the canvas (cropped a little) rather than sitting on a blurred copy
+
+    def matrix(self, dx: float = 0.0, dy: float = 0.0):
+        """The 2 x 3 affine matrix (OpenCV's) from avatar pixels to canvas pixels shifted by (-dx, -dy)."""
+        import numpy as np
+
+        return np.array([[self.sx, 0.0, self.tx - dx], [0.0, self.sy, self.ty - dy]], dtype=np.float64)
+
+
+def _fills(width: int, height: int, cw: int, ch: int) -> bool:
+    ratio = (width / height) / (cw / ch)
+    return 0.87 <= ratio <= 1.15
+
+
+def placement(width: int, height: int, fmt: VideoFormat, scale: int = CANVAS_SCALE) -> Placement:
+    """Where :func:`compose_canvas` puts a ``width`` x ``height`` avatar: the same arithmetic as
+    Pillow's ``ImageOps.fit`` (crop to the canvas's shape, centred at (0.5, 0.4)) and
+    ``ImageOps.contain`` (fitted whole, centred)."""
+    cw, ch = fmt.width * scale, fmt.height * scale
+    if _fills(width, height, cw, ch):
+        out_ratio = cw / ch
+        if width / height >= out_ratio:
+            crop_w, crop_h = out_ratio * height, float(height)
+        else:
+            crop_w, crop_h = float(width), width / out_ratio
+        left, top = (width - crop_w) * 0.5, (height - crop_h) * 0.4
+        sx, sy = cw / crop_w, ch / crop_h
+        return Placement(sx, sy, -left * sx, -top * sy, cw, ch, True)
+    if width / height > cw / ch:
+        fw, fh = cw, round(height / width * cw)
+    else:
+        fw, fh = round(width / height * ch), ch
+    return Placement(fw / width, fh / height, float((cw - fw) // 2), float((ch - fh) // 2), cw, ch, False)
+
+
 def compose_canvas(avatar_path: Path, fmt: VideoFormat, out: Path, scale: int = CANVAS_SCALE) -> Path:
     """The avatar on a canvas of the video's shape, ``scale`` times its size, as a PNG.
 
@@ -50,8 +97,7 @@ def compose_canvas(avatar_path: Path, fmt: VideoFormat, out: Path, scale: int = 
             im = flat
         else:
             im = src.convert("RGB")
-    ratio = (im.width / im.height) / (cw / ch)
-    if 0.87 <= ratio <= 1.15:
+    if _fills(im.width, im.height, cw, ch):
         canvas = ImageOps.fit(im, (cw, ch), Image.LANCZOS, centering=(0.5, 0.4))
     else:
         small = ImageOps.fit(im, (max(cw // 8, 1), max(ch // 8, 1)), Image.BILINEAR)

@@ -5,7 +5,9 @@ ffmpeg is ``settings.ffmpeg_path`` if set, else imageio-ffmpeg's binary, else
 (``find_ffmpeg``). It always runs with an argument list, never a shell;
 ``run_ffmpeg`` reports its ``-progress`` output and, when the progress
 callback raises (a cancel), asks it to quit, then terminates, then kills it,
-and always waits for it.
+and always waits for it. ``feed_ffmpeg`` writes frames into its stdin (a
+lip-synced face, frame by frame) and stops it the same way when the frames'
+producer raises.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from enfoads.errors import EnfoadsError
 from enfoads.services.video_canvas import VideoFormat
@@ -29,11 +32,18 @@ __all__ = [
     "scene_command",
     "concat_command",
     "run_ffmpeg",
+    "feed_ffmpeg",
+    "FacePatch",
     "probe_duration",
+    "start_process",
+    "stop_process",
+    "log_tail",
 ]
 
 FADE_S = 0.25
 ZOOM = 0.08  # the canvas grows 8 % over a scene
+ENCODER_FLUSH_S = 300.0  # x264 draining its lookahead after the last frame
+LOG_TAIL = 1500
 
 
 class VideoUnavailable(EnfoadsError):
@@ -94,7 +104,17 @@ def find_ffmpeg(settings=None) -> str:
                                                   "install imageio-ffmpeg (pip) or ffmpeg (apt)"))
 
 
-def _zoompan(fmt: VideoFormat, frames: int) -> str:
+@dataclass(frozen=True)
+class FacePatch:
+    """Where a moving face goes on the canvas: raw RGB frames of ``width`` x ``height`` at (``x``, ``y``)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def _zoompan(fmt: VideoFormat, frames: int, *, per_input_frame: bool = False) -> str:
     n = max(frames, 1)
     if fmt.motion == "zoom_in":
         z, x, y = f"1+{ZOOM}*on/{n}", "(iw-iw/zoom)/2", "(ih-ih/zoom)*0.4"
@@ -104,22 +124,40 @@ def _zoompan(fmt: VideoFormat, frames: int) -> str:
         z, x, y = f"{1 + ZOOM}", f"(iw-iw/zoom)*on/{n}", "(ih-ih/zoom)*0.4"
     else:
         z, x, y = "1", "0", "0"
-    return f"zoompan=z='{z}':x='{x}':y='{y}':d={n}:s={fmt.width}x{fmt.height}:fps={fmt.fps}"
+    # A still canvas is one input frame held for the whole scene; a moving one gives one output frame each.
+    d = 1 if per_input_frame else n
+    return f"zoompan=z='{z}':x='{x}':y='{y}':d={d}:s={fmt.width}x{fmt.height}:fps={fmt.fps}"
 
 
 def scene_command(ffmpeg: str, *, canvas: Path, audio: Path, out: Path, fmt: VideoFormat, duration: float,
                   subtitles: _SubtitleStrips | None = None, fade_in: bool = False, fade_out: bool = False,
-                  faststart: bool = True) -> list[str]:
-    """The ffmpeg argument list that renders one scene (no shell; paths are arguments)."""
+                  faststart: bool = True, face: FacePatch | None = None) -> list[str]:
+    """The ffmpeg argument list that renders one scene (no shell; paths are arguments).
+
+    With ``face``, ffmpeg also reads raw RGB frames of the moving face from its
+    stdin and lays each over the canvas before the camera motion (``feed_ffmpeg``).
+    """
     frames = int(math.ceil(duration * fmt.fps)) + 1
     args = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", os.fspath(canvas)]
     # YUV from the start: zoompan scales 1.5 bytes a pixel instead of 3, and the overlay and fades
     # work in the encoder's format (half the encode time of an RGB graph at 720p).
-    chain = [f"[0:v]format=yuv420p,{_zoompan(fmt, frames)},setsar=1"]
-    audio_index = 1
+    if face is None:
+        chain = [f"[0:v]format=yuv420p,{_zoompan(fmt, frames)},setsar=1"]
+        next_input = 1
+    else:
+        args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{face.width}x{face.height}",
+                 "-framerate", str(fmt.fps), "-i", "pipe:0"]
+        # The canvas is decoded once and repeated in memory (a looped image input would decode the
+        # PNG again for every frame); each face frame is laid over it, then the camera moves.
+        chain = [f"[0:v]format=yuv420p,loop=loop=-1:size=1:start=0,setpts=N/({fmt.fps}*TB)[canvas];"
+                 f"[1:v]format=yuv420p[face];"
+                 f"[canvas][face]overlay=x={face.x}:y={face.y}:eof_action=repeat,"
+                 f"{_zoompan(fmt, frames, per_input_frame=True)},setsar=1"]
+        next_input = 2
+    audio_index = next_input
     if subtitles is not None:
         args += ["-f", "concat", "-i", os.fspath(subtitles.concat_file)]
-        audio_index = 2
+        audio_index = next_input + 1
     args += ["-i", os.fspath(audio)]
     post = []
     if fade_in:
@@ -128,7 +166,7 @@ def scene_command(ffmpeg: str, *, canvas: Path, audio: Path, out: Path, fmt: Vid
         post.append(f"fade=t=out:st={max(0.0, duration - FADE_S):.3f}:d={FADE_S}")
     post.append("format=yuv420p")
     if subtitles is not None:
-        graph = (f"{chain[0]}[bg];[1:v]format=yuva420p[st];"
+        graph = (f"{chain[0]}[bg];[{next_input}:v]format=yuva420p[st];"
                  f"[bg][st]overlay=x=0:y={subtitles.y}:eof_action=repeat:format=yuv420,{','.join(post)}[v]")
     else:
         graph = f"{chain[0]},{','.join(post)}[v]"
@@ -232,6 +270,72 @@ def run_ffmpeg(args: list[str], *, duration: float, progress: Callable[[float], 
             tail = log_file.read_bytes()[-1500:].decode("utf-8", "replace").strip()
         why = "timed out" if rc in (-9, 137) else f"exited with {rc}"
         raise FFmpegError(f"ffmpeg {why}: {tail or 'no message'}")
+
+
+def start_process(args: list[str], **pipes) -> subprocess.Popen:
+    try:
+        return subprocess.Popen(args, **pipes)
+    except OSError as exc:
+        raise FFmpegError(f"could not start ffmpeg: {exc}") from exc
+
+
+def stop_process(proc: subprocess.Popen, wait_s: float = 1.0) -> None:
+    """Close its pipes (an encoder sees the end of its input, a decoder a broken pipe), then terminate,
+    then kill; always reap it."""
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream:
+                stream.close()
+        except (OSError, ValueError):  # closing a pipe to a dead process flushes into nothing
+            pass
+    if proc.poll() is None:
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def log_tail(log_path: Path) -> str:
+    text = log_path.read_bytes()[-LOG_TAIL:].decode("utf-8", "replace").strip() if log_path.exists() else ""
+    return text or "no message"
+
+
+def feed_ffmpeg(args: list[str], frames: Iterable, *, log_file: Path) -> int:
+    """Run ffmpeg writing each of ``frames`` (bytes-like raw frames) into its stdin; returns how many.
+
+    Whatever ``frames`` raises (a cancel, a model error) stops ffmpeg (its input
+    closed, then terminated, then killed; always reaped) and propagates.
+    Raises ``FFmpegError`` with the end of ffmpeg's log when it fails.
+    """
+    done = 0
+    with open(log_file, "wb") as err:
+        proc = start_process(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            for frame in frames:
+                try:
+                    proc.stdin.write(memoryview(frame).cast("B"))
+                except BrokenPipeError:
+                    raise FFmpegError(f"the video encoder stopped: {log_tail(log_file)}") from None
+                done += 1
+            try:
+                proc.stdin.close()
+                rc = proc.wait(timeout=ENCODER_FLUSH_S)
+            except BrokenPipeError:
+                raise FFmpegError(f"the video encoder stopped: {log_tail(log_file)}") from None
+            except subprocess.TimeoutExpired:
+                raise FFmpegError(f"ffmpeg did not finish within {ENCODER_FLUSH_S:g} s after the last frame") \
+                    from None
+        except BaseException:
+            stop_process(proc)
+            raise
+    if rc != 0:
+        raise FFmpegError(f"ffmpeg exited with {rc}: {log_tail(log_file)}")
+    return done
 
 
 def probe_duration(path: Path) -> float:

@@ -96,6 +96,7 @@ Motion = choice(MOTIONS, aliases=_MOTION_ALIASES, default="zoom_in")
 Fps = whole_number(10, 30)
 Speed = number(0.5, 2.0)
 Flag = flag(False)
+LipsyncFlag = flag(True)
 Subtitles = checked(lambda v: None if v is None or v == "" else to_flag(v), FLAG_SCHEMA)
 
 
@@ -110,6 +111,8 @@ class _Look(Options):
     fps: Fps = DEFAULT_FPS
     motion: Motion = "zoom_in"
     speed: Speed = 1.0
+    # The avatar's mouth follows the speech whenever the lip-sync model is installed; false: the still avatar.
+    lipsync: LipsyncFlag = Field(True, validation_alias=aliases("lipsync", "lip_sync", "lipSync"))
 
     def normalised(self):
         self.fps = self.fps or DEFAULT_FPS

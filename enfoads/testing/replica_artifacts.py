@@ -69,6 +69,18 @@ class _Artifacts:
     def piper_voice(self, name: str) -> tuple[bytes, bytes]:
         return self._once(f"piper-{name}", lambda: _build_piper_voice(self.seed, name, self.workdir / f"piper-{name}"))
 
+    def musetalk(self) -> dict[str, bytes]:
+        """The tiny MuseTalk kit in its three folders: ``musetalkV15/``, ``sd-vae/``, ``whisper/``."""
+        def build():
+            from enfoads.models.tiny import musetalk
+
+            folder = self.workdir / "musetalk"
+            with _quiet_libraries():
+                musetalk.build_into(folder, self.seed)
+            return _read_tree(folder)
+
+        return self._once("musetalk", build)
+
     def release_file(self, listing: data.ReleaseFileListing) -> bytes:
         """A release ``.pth`` in its real layout: the tiny kit's RRDBNet or compact model, or GFPGAN's full
         architecture (spandrel loads no smaller one) with random weights."""

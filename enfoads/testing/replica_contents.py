@@ -97,6 +97,18 @@ def _piper_files(art: _Artifacts, listing: data.RepoListing) -> dict[str, bytes]
     return built
 
 
+def _musetalk_unet_files(art: _Artifacts, listing: data.RepoListing) -> dict[str, bytes]:
+    return {k: v for k, v in art.musetalk().items() if k.startswith("musetalkV15/")}
+
+
+def _sd_vae_files(art: _Artifacts, listing: data.RepoListing) -> dict[str, bytes]:
+    return {k.split("/", 1)[1]: v for k, v in art.musetalk().items() if k.startswith("sd-vae/")}
+
+
+def _whisper_tiny_files(art: _Artifacts, listing: data.RepoListing) -> dict[str, bytes]:
+    return {k.split("/", 1)[1]: v for k, v in art.musetalk().items() if k.startswith("whisper/")}
+
+
 _BUILDERS: dict[str, Callable[[_Artifacts, data.RepoListing], dict[str, bytes]]] = {
     "stabilityai/stable-diffusion-xl-base-1.0": _sdxl_base_files,
     "ByteDance/SDXL-Lightning": _lightning_files,
@@ -106,6 +118,9 @@ _BUILDERS: dict[str, Callable[[_Artifacts, data.RepoListing], dict[str, bytes]]]
     "Systran/faster-whisper-small": _whisper_small_files,
     "ezioruan/inswapper_128.onnx": _inswapper_files,
     data.PIPER_REPO: _piper_files,
+    "TMElyralab/MuseTalk": _musetalk_unet_files,
+    "stabilityai/sd-vae-ft-mse": _sd_vae_files,
+    "openai/whisper-tiny": _whisper_tiny_files,
 }
 
 

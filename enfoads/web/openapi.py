@@ -9,6 +9,7 @@ from enfoads import __version__
 from enfoads.services.enhance import IMAGE_KIND as ENHANCE_IMAGE, VIDEO_KIND as ENHANCE_VIDEO
 from enfoads.services.enhance_options import EnhanceMediaRequest, EnhanceOptions
 from enfoads.services.faces import JOB_KIND as FACE_SWAP, SwapOptions
+from enfoads.services.live_portrait import KIND as LIVE_PORTRAIT, LivePortraitOptions
 from enfoads.services.image_options import CompareOptions, ImageOptions
 from enfoads.services.speech import JOB_KIND as TRANSCRIBE
 from enfoads.services.speech_options import TranscribeRequest
@@ -72,7 +73,7 @@ def builtin_options() -> dict[str, type]:
     """Every built-in job kind's options model (the engine's kinds declare the same: a test holds that)."""
     return {"image.generate": ImageOptions, "image.compare": CompareOptions, FACE_SWAP: SwapOptions,
             TRANSCRIBE: TranscribeRequest, RENDER: RenderOptions, RENDER_MULTI: MultiSceneOptions,
-            ENHANCE_IMAGE: EnhanceOptions, ENHANCE_VIDEO: EnhanceOptions}
+            ENHANCE_IMAGE: EnhanceOptions, ENHANCE_VIDEO: EnhanceOptions, LIVE_PORTRAIT: LivePortraitOptions}
 
 
 def _job_request(options: Mapping[str, type]) -> dict:
@@ -255,9 +256,10 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
             **queued,
             **_errors(400, 403, 413, 415, 422, *COMMON)},
         body=EnhanceMediaRequest.request_schema(), tags=["frontend"])}
-    for path in ("/live-portrait",):
-        paths[path] = {"post": _op("Not in this version", {**_errors(501, *COMMON)},
-                                   body_content={"application/json": {"schema": OBJ}}, tags=["frontend"])}
+    paths["/live-portrait"] = {"post": _op(
+        "A portrait that speaks a clip, lip-synced (a job): image and audio as data URIs or base64", {
+            **queued, **_errors(400, 403, 413, 415, *COMMON)},
+        body=options[LIVE_PORTRAIT].request_schema(), tags=["frontend"])}
     paths["/voices"] = {"get": _op("Voices usable now", {**_ok({"type": "object", "required": ["voices"], "properties": {
         "voices": {"type": "array", "items": {
             "type": "object", "required": ["id", "name", "language", "gender", "country"],

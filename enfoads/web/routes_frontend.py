@@ -5,7 +5,7 @@ import base64
 
 from flask import Blueprint, jsonify, request, send_file, url_for
 
-from enfoads.errors import InvalidInput, NotImplementedInVersion
+from enfoads.errors import InvalidInput
 from enfoads.web.errors import code_for_job_error, error_response, status_for_job_error
 from enfoads.web.http import MEDIA_URL_TTL_S, json_body, media_url, query_number, result_asset_ids
 from enfoads.web.state import engine, state
@@ -130,18 +130,42 @@ def render_multi_scene():
     return _submit_render("video.render_multi")
 
 
-def _not_in_this_version(capability: str):
-    raise NotImplementedInVersion(
-        f"{capability} is not available in this version of the Enfoads server; it arrives with a later release"
-    )
-
-
 @bp.post("/live-portrait")
 def live_portrait():
-    _not_in_this_version("Live portrait animation")
+    """A portrait that speaks a clip ``{image, audio}`` (data URIs or base64): a job, answered at once (202)."""
+    from enfoads.services.live_portrait import KIND, MAX_AUDIO_BYTES
+    from enfoads.services.media import is_asset_id, read_payload
+
+    eng = engine()
+    body = json_body(state().settings.max_body_mb * 1_000_000)
+    params = dict(body)
+    uploads = []
+    try:
+        # Each is decoded once and kept as an upload asset, so the job's row holds ids, not megabytes of base64.
+        for name, limit in (("image", eng.avatars.max_bytes), ("audio", MAX_AUDIO_BYTES)):
+            value = params.get(name)
+            if isinstance(value, str) and value.strip() and not is_asset_id(value):
+                value = _own_media(value, field=name)  # one of our signed media URLs -> its asset id
+                if is_asset_id(value):
+                    params[name] = value
+                    continue
+                payload = read_payload(value, field=name, max_bytes=limit)
+                mime = payload.declared_mime or ("image/png" if name == "image" else "audio/wav")
+                upload = eng.assets.save_bytes(payload.data, mime, kind="upload")
+                uploads.append(upload.id)
+                params[name] = upload.id
+        job = eng.submit(KIND, params)
+    except Exception:
+        for upload_id in uploads:
+            eng.assets.delete(upload_id)  # refused: nothing of it is kept
+        raise
+    response = jsonify({"status": "success", "job_id": job.id,
+                        "message": f"queued: listen for job_update or poll /api/jobs/{job.id}"})
+    response.status_code = 202
+    return response
 
 
-def _own_media(value: str) -> str:
+def _own_media(value: str, field: str = "media_url") -> str:
     """An asset id for one of this server's signed media URLs, a data URI as it is; never a fetch.
 
     The server never downloads a URL it is sent: behind a public tunnel that
@@ -158,7 +182,7 @@ def _own_media(value: str) -> str:
         engine().assets.verify(asset_id, expires, signature)  # 403 for a forged or expired link
         return asset_id
     if "://" in value[:16] or value[:5].lower() == "file:":  # base64 has no ":", so this is some other URL
-        raise InvalidInput.field("media_url", "must be a data URI or a media URL this server gave "
+        raise InvalidInput.field(field, "must be a data URI or a media URL this server gave "
                                               "(/media/<id>?exp=...&sig=...); other URLs are never fetched")
     return value  # base64 as it is: the service reads it
 
@@ -301,12 +325,12 @@ def upload_avatar():
         upload = request.files.get("image") or request.files.get("file")
         if upload is None:
             raise InvalidInput.field("image", "required: the image file")
-        avatar = eng.avatars.add(upload.read(), request.form.get("name"))
+        avatar = eng.avatars.add(upload.read(), request.form.get("name"), find_face=eng.avatar_faces.finder())
     else:
         body = json_body(state().settings.max_body_mb * 1_000_000)
         if "image" not in body:
             raise InvalidInput.field("image", "required: base64 or a data URI")
-        avatar = eng.avatars.add(body["image"], body.get("name"))
+        avatar = eng.avatars.add(body["image"], body.get("name"), find_face=eng.avatar_faces.finder())
     response = jsonify({"status": "success", "avatar": _avatar_view(avatar)})
     response.status_code = 201
     return response

@@ -11,6 +11,7 @@ from enfoads.models.catalog import ModelEntry
 from enfoads.models.families.base import Family
 from enfoads.models.families.diffusers_pipelines import DiffusersFolder, SdxlLightning, UnetFiles
 from enfoads.models.families.insightface import FacePack, OnnxSwapper
+from enfoads.models.families.musetalk import MuseTalk
 from enfoads.models.families.spandrel_models import SpandrelModel
 from enfoads.models.families.speech import CTranslate2Whisper, EspeakProgram, PiperVoice
 from enfoads.models.families.user_checkpoints import UserCheckpoint
@@ -19,7 +20,7 @@ FAMILIES: dict[str, Family] = {
     family.loader: family
     for family in (SdxlLightning(), DiffusersFolder(), UnetFiles(), FacePack(), OnnxSwapper(), CTranslate2Whisper(),
                    PiperVoice(), EspeakProgram(), UserCheckpoint("single_file"), UserCheckpoint("diffusers_folder"),
-                   SpandrelModel())
+                   SpandrelModel(), MuseTalk())
 }
 
 

@@ -71,6 +71,11 @@ RECIPES: dict[str, TinyRecipe] = {
             "GFPGAN v1.4: the full architecture with random weights (fp16 .pth, 174 MB), for spandrel",
             function="build_gfpgan_into",
         ),
+        TinyRecipe(
+            "tiny-musetalk",
+            "enfoads.models.tiny.musetalk",
+            "MuseTalk 1.5 layout: UNet .pth + musetalk.json, sd-vae folder, whisper folder (transformers)",
+        ),
     )
 }
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 from enfoads.testing.replica_files.base import F, RealFile, RepoListing, ArchiveListing, ReleaseFileListing
 from enfoads.testing.replica_files.enhance import RELEASE_FILES
 from enfoads.testing.replica_files.faces import ARCHIVES, BUFFALO_L_ZIP, _inswapper
+from enfoads.testing.replica_files.lipsync import _musetalk, _sd_vae_ft_mse, _whisper_tiny
 from enfoads.testing.replica_files.image import _sd_turbo, _sdxl_base, _sdxl_lightning, _sdxl_vae_fp16_fix
 from enfoads.testing.replica_files.speech import (
     PIPER_COMMIT_FINDINGS,
@@ -69,6 +70,9 @@ LISTINGS: dict[str, RepoListing] = {
         _whisper_turbo(),
         _whisper_small(),
         _inswapper(),
+        _musetalk(),
+        _sd_vae_ft_mse(),
+        _whisper_tiny(),
     )
 }
 
