@@ -30,10 +30,10 @@ from enfoads.work.db import Database
 from enfoads.models.runtime import Runtime, build_runtime
 from enfoads.work.schema import open_database
 from enfoads.services import JobKind
-from enfoads.services import video as video_service
 from enfoads.services.enhance import EnhanceService
 from enfoads.services.faces import FaceSwapper
 from enfoads.services.images import ImageService
+from enfoads.services.service_set import build_services
 from enfoads.services.speech import SpeechTranscriber
 from enfoads.services.talking import Talker
 from enfoads.settings import Settings
@@ -112,45 +112,40 @@ def build_engine(settings: Settings, hardware: Hardware | None = None, *, start:
     quota = int(settings.assets_quota_gb * GIB) if settings.assets_quota_gb else None
     assets = AssetStore(settings.data_dir, quota_bytes=quota, db=db)
     bus = EventBus(db)
+    services = build_services(settings, runtime, assets=assets)
+    remote = None
+    if settings.ray is not None:
+        # Model work runs in Ray Serve deployments; this process keeps the rows, events and assets.
+        from enfoads.cluster.backend import RayBackend
+
+        remote = RayBackend.from_settings(settings, runtime.profile, services.roles)
     queue = JobQueue(
         db,
         assets=assets,
         bus=bus,
         max_queued=settings.max_queued_jobs,
         cpu_workers=settings.cpu_workers,
+        gpu_workers=remote.gpu_workers if remote is not None else 1,
         max_attempts=settings.job_attempts,
     )
-    avatars = AvatarStore.from_settings(settings)
     installer = Installer.from_settings(settings, runtime.profile.name, bus)
-    tts = TTS.from_settings(settings)
-    images = ImageService(runtime)
-    enhance = EnhanceService(runtime)
-    faces = FaceSwapper(runtime, enhance=enhance)
-    speech = SpeechTranscriber(runtime)
-    avatar_faces = AvatarFaces(runtime, avatars)
-    talker = Talker(runtime)
-    job_kinds = [
-        *images.job_kinds(),
-        *faces.job_kinds(assets=assets),
-        *speech.job_kinds(assets=assets),
-        *enhance.job_kinds(assets=assets),
-        *video_service.job_kinds(runtime, tts=tts, avatars=avatars, assets=assets, talker=talker,
-                                 faces=avatar_faces),
-    ]
-    kinds: dict[str, JobKind] = {}
-    for kind in job_kinds:
-        kinds[kind.name] = kind
+    for kind in services.kinds.values():
+        handler = kind.handler if remote is None else remote.handler(kind.name, assets)
         # A missing model's error says "downloading, N%" (or the command to run) instead.
-        queue.register(kind.name, installer.guard(kind.handler), device=kind.device)
-    warm_ups = {"image": images.warm_up, "faces": faces.warm_up, "speech": speech.warm_up}
-    warmer = Warmer(settings.warm_roles, warm_ups, runtime=runtime, queue=queue, installer=installer)
+        queue.register(kind.name, installer.guard(handler), device=kind.device)
+    # With Ray each replica warms its own models; the head loads none.
+    warmer = None if remote is not None else Warmer(settings.warm_roles, services.warm_ups(), runtime=runtime,
+                                                      queue=queue, installer=installer)
     engine = Engine(
         settings=settings, runtime=runtime, db=db, assets=assets, bus=bus, queue=queue,
-        library=Library(db), avatars=avatars, tts=tts, images=images, faces=faces, speech=speech, enhance=enhance,
-        avatar_faces=avatar_faces, talker=talker, kinds=kinds, installer=installer, warmer=warmer,
+        library=Library(db), avatars=services.avatars, tts=services.tts, images=services.images,
+        faces=services.faces, speech=services.speech, enhance=services.enhance,
+        avatar_faces=services.avatar_faces, talker=services.talker, kinds=services.kinds, installer=installer,
+        warmer=warmer, backend=remote.attach(queue) if remote is not None else None,
     )
     if start:
-        queue.start()
+        engine.jobs.start() if remote is not None else queue.start()
         installer.start()
-        warmer.start()
+        if warmer is not None:
+            warmer.start()
     return engine

@@ -111,6 +111,27 @@ class Settings(BaseSettings):
         description="roles whose models load and run once in the background at start: comma-separated of "
         "image, faces, speech, or off (a role is skipped when its model would push another out)",
     )
+    ray: str | None = Field(
+        None,
+        description="run model work on Ray Serve (enfoads[ray]): 'local' starts a Ray on this machine and stops "
+        "it on exit, an address (auto, ray://host:10001, host:6379) joins a cluster; unset, the local queue",
+    )
+    ray_replicas: str = Field(
+        "", description="replicas per role on Ray, e.g. 'image=2,faces=1' (default 1 each)"
+    )
+    ray_max_replicas: str = Field(
+        "", description="autoscaling on Ray: 'image=4' lets image go from its replicas up to 4 as jobs wait"
+    )
+    ray_roles: str = Field(
+        "", description="roles deployed on Ray, comma-separated (image, faces, speech, enhance, video); default all"
+    )
+    ray_gpu_gb: float = Field(
+        15.0, gt=0, description="memory of one GPU of the Ray cluster: a replica's GPU fraction is its models' "
+        "catalogued need over it"
+    )
+    ray_silence_s: float = Field(
+        60.0, gt=0, description="a Ray replica silent this long (no progress, no heartbeat) counts as lost"
+    )
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"
     )

@@ -103,6 +103,7 @@ def test_the_readme_module_table_lists_every_module():
     ("enfoads.work", ("enfoads.services", "enfoads.web", "enfoads.cli", "enfoads.colab", "enfoads.engine")),
     ("enfoads.models", ("enfoads.services", "enfoads.web", "enfoads.cli", "enfoads.colab", "enfoads.engine")),
     ("enfoads.services", ("enfoads.web", "enfoads.cli", "enfoads.colab", "enfoads.engine")),
+    ("enfoads.cluster", ("enfoads.web", "enfoads.cli", "enfoads.colab", "enfoads.engine")),
     ("enfoads.web", ("enfoads.cli", "enfoads.colab")),
     ("enfoads.cli", ("enfoads.colab",)),
 ])

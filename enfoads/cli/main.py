@@ -23,7 +23,7 @@ def _load_settings(args: argparse.Namespace):
 
     from enfoads.settings import Settings
 
-    names = ("profile", "data_dir", "models_dir", "gpu_budget_gb", "ram_budget_gb", "host", "port", "tunnel")
+    names = ("profile", "data_dir", "models_dir", "gpu_budget_gb", "ram_budget_gb", "host", "port", "tunnel", "ray")
     flags = {name: getattr(args, name, None) for name in names}
     try:
         return Settings(**{k: v for k, v in flags.items() if v is not None})
@@ -35,9 +35,14 @@ def _load_settings(args: argparse.Namespace):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from enfoads.cli.server import serve
 
-    serve(_load_settings(args))
+    settings = _load_settings(args)
+    if settings.ray is not None and importlib.util.find_spec("ray") is None:
+        raise SystemExit("enfoads: --ray needs Ray Serve: pip install 'enfoads[ray]'")
+    serve(settings)
     return 0
 
 
@@ -166,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (ENFOADS_PORT, default 5000)")
     serve.add_argument("--tunnel", choices=("none", "ngrok", "cloudflared"),
                        help="open a public HTTPS tunnel (ENFOADS_TUNNEL; ngrok needs NGROK_AUTHTOKEN)")
+    serve.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run model work on Ray Serve (pip install 'enfoads[ray]'): alone, a local Ray started "
+                       "here and stopped on exit; with an address (auto, host:6379, ray://host:10001), that "
+                       "cluster (ENFOADS_RAY; replicas: ENFOADS_RAY_REPLICAS=image=2,...)")
     serve.set_defaults(func=cmd_serve)
 
     doctor = sub.add_parser("doctor", help="report the device, budgets and which models are present")

@@ -106,7 +106,7 @@ class ImageService(ImagePlanner, ImageComparisons):
         return _cache_key(options, plan)
 
     def _cache_for(self, assets) -> ImageCache | None:
-        if assets is None:
+        if getattr(assets, "db", None) is None:  # no store, or a remote replica's shipped inputs
             return None
         with self._lock:
             cache = self._caches.get(id(assets))

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 SECRET_FILENAME = "url-secret"
 
 _MIME_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*/[a-z0-9][a-z0-9.+-]*$")
+_ASSET_ID_RE = re.compile(r"[0-9a-f]{32}")
 # Stable extensions for what the services write; mimetypes' answers vary by OS.
 _EXTENSIONS = {
     "image/png": ".png",
@@ -172,6 +173,7 @@ class AssetStore:
         width: int | None = None,
         height: int | None = None,
         duration: float | None = None,
+        asset_id: str | None = None,
     ) -> Asset:
         """Store ``data`` as a new asset.
 
@@ -182,11 +184,13 @@ class AssetStore:
             job_id: the job that made it (assets of unfinished jobs survive clean-up).
             params: the parameters that made it (JSON-serialisable).
             width, height, duration: media facts, when known.
+            asset_id: the id to give it (32 hex digits), when it was chosen where the job ran
+                (a remote replica names its outputs in its result); default a new one.
 
         Returns:
             The new ``Asset``.
         """
-        asset_id, rel, final = self._new_name(mime)
+        asset_id, rel, final = self._new_name(mime, asset_id)
         tmp = final.with_name(f".{final.name}.tmp")
         with self._create(tmp) as f:
             f.write(data)
@@ -216,11 +220,14 @@ class AssetStore:
         return self._commit(tmp, final, asset_id, rel, mime, meta.pop("kind", None), size=size,
                             sha256=digest.hexdigest(), **meta)
 
-    def _new_name(self, mime: str) -> tuple[str, str, Path]:
+    def _new_name(self, mime: str, asset_id: str | None = None) -> tuple[str, str, Path]:
         mime = mime.strip().lower()
         if not _MIME_RE.match(mime):
             raise ValueError(f"not a MIME type: {mime!r}")
-        asset_id = uuid.uuid4().hex
+        if asset_id is None:
+            asset_id = uuid.uuid4().hex
+        elif not _ASSET_ID_RE.fullmatch(asset_id):
+            raise ValueError(f"not an asset id: {asset_id!r}")
         # Two-hex sub-folders keep directories small on a Drive mount.
         rel = f"{asset_id[:2]}/{asset_id}{_extension(mime)}"
         final = self.root / rel

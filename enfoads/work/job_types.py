@@ -20,6 +20,7 @@ __all__ = [
     "Job",
     "JobError",
     "JobCancelled",
+    "JobInterrupted",
     "JobNotFound",
     "QueueFullError",
     "UnknownJobKind",
@@ -70,7 +71,20 @@ class JobCancelled(Exception):
     """
 
 
-class _Interrupted(JobCancelled):
+class JobInterrupted(JobCancelled):
+    """The work stopped for a reason outside the job; it goes back in the queue while it has attempts left.
+
+    ``cause`` completes "re-queued after a ..." and "interrupted by a ...":
+    "shutdown" (``close`` past its grace period), or what a backend lost (a
+    remote replica that died or went silent).
+    """
+
+    def __init__(self, message: str = "interrupted", *, cause: str = "shutdown"):
+        super().__init__(message)
+        self.cause = cause
+
+
+class _Interrupted(JobInterrupted):
     """Raised by ``ctx.progress`` when ``close`` stops a job after its grace period."""
 
 

@@ -27,6 +27,7 @@ from enfoads.work.job_types import (
     Job,
     JobCancelled,
     JobError,
+    JobInterrupted,
     _dumps,
     _Interrupted,
     _job,
@@ -113,6 +114,12 @@ class WorkerMixin:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    def _wake_device(self, device: str) -> None:
+        """A job went back in the queue: an idle worker of its device may take it now."""
+        cond = self._wake[device]
+        with cond:
+            cond.notify()
 
     def _spawn(self, device: str, name: str) -> None:
         t = threading.Thread(target=self._worker, args=(device,), name=name, daemon=True)
@@ -230,19 +237,23 @@ class WorkerMixin:
             if ctx.asset_ids and "asset_ids" not in result:
                 result = {**result, "asset_ids": ctx.asset_ids}
             result_json = _dumps(result)
-        except _Interrupted:
+        except JobInterrupted as exc:
+            if not isinstance(exc, _Interrupted):
+                log.warning("job %s (%s) was interrupted: %s", job.id, job.kind, exc)
             self._progress_lane.flush()
             with self._db.write() as conn:
                 current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
-                event = self._interrupt(conn, current, self._clock(), "shutdown")
+                event = self._interrupt(conn, current, self._clock(), exc.cause)
             self._publish(event)
+            self._wake_device(job.device)
         except JobCancelled:
             self._finish(job, CANCELLED)
         except Exception as exc:
             log.exception("job %s (%s) failed", job.id, job.kind)
-            # Shown to clients (job views, events): no server paths; the log above has them.
-            self._finish(job, FAILED, error=(type(exc).__name__, redact_paths(str(exc))[:_MAX_ERROR],
-                                             *status_and_code(exc)))
+            # Shown to clients (job views, events): no server paths; the log above has them. A remote
+            # backend's error keeps the name of the type raised where the job ran (``error_type``).
+            name = getattr(exc, "error_type", None) or type(exc).__name__
+            self._finish(job, FAILED, error=(name, redact_paths(str(exc))[:_MAX_ERROR], *status_and_code(exc)))
         else:
             # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
             self.cleanup_assets()

@@ -102,6 +102,9 @@ class JobQueue(WorkerMixin):
         bus: where events go; default an ``EventBus`` with no subscribers.
         max_queued: past this many queued jobs, ``submit`` raises ``QueueFullError``.
         cpu_workers: threads for ``device="cpu"`` jobs.
+        gpu_workers: threads for ``device="gpu"`` jobs: 1 where the jobs run here (one GPU, one
+            job at a time); a remote backend's handlers only wait on remote replicas, so it runs
+            as many as those replicas can take at once.
         max_attempts: how many starts an interrupted job may get in all.
         shutdown_grace_s: how long ``close`` lets a running job finish.
         wal: try SQLite's WAL journal (falls back to DELETE where unsupported).
@@ -118,17 +121,19 @@ class JobQueue(WorkerMixin):
         bus: EventBus | None = None,
         max_queued: int = 1000,
         cpu_workers: int = 2,
+        gpu_workers: int = 1,
         max_attempts: int = 2,
         shutdown_grace_s: float = 30.0,
         wal: bool = True,
         clock: Callable[[], float] = time.time,
     ):
-        if cpu_workers < 1 or max_attempts < 1 or max_queued < 1:
-            raise ValueError("cpu_workers, max_attempts and max_queued must be at least 1")
+        if min(cpu_workers, gpu_workers, max_attempts, max_queued) < 1:
+            raise ValueError("cpu_workers, gpu_workers, max_attempts and max_queued must be at least 1")
         self.assets = assets
         self.bus = bus if bus is not None else EventBus()
         self.max_queued = int(max_queued)
         self.cpu_workers = int(cpu_workers)
+        self.gpu_workers = int(gpu_workers)
         self.max_attempts = int(max_attempts)
         self.shutdown_grace_s = float(shutdown_grace_s)
         self._clock = clock
@@ -176,7 +181,8 @@ class JobQueue(WorkerMixin):
             return self
         self._started = True
         self._recover()
-        self._spawn(GPU, "enfoads-gpu-worker")
+        for i in range(self.gpu_workers):
+            self._spawn(GPU, "enfoads-gpu-worker" if i == 0 else f"enfoads-gpu-worker-{i + 1}")
         for i in range(self.cpu_workers):
             self._spawn(CPU, f"enfoads-cpu-worker-{i + 1}")
         self.cleanup_assets()

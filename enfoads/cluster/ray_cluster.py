@@ -1,0 +1,156 @@
+"""Ray itself: start or join a cluster, deploy one Serve application per role, hand out handles.
+
+``RoleDeployment`` is the Serve deployment class: a ``RoleReplica`` per
+replica, its ``run`` a streaming method. ``RayCluster`` is the head's side:
+``connect`` (``ray.init`` with an address, or a local Ray it will also stop),
+``deploy`` (``serve.run`` per role, without Serve's HTTP proxy: the head's
+Flask app is the API), ``handle`` (``serve.get_app_handle``), ``alive`` (a
+bounded health check) and ``close``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any, AsyncIterator
+
+from enfoads.cluster.plans import RolePlan
+from enfoads.cluster.wire import END_TYPES
+
+__all__ = ["RayCluster", "RoleDeployment", "app_name"]
+
+log = logging.getLogger(__name__)
+
+
+def app_name(role: str) -> str:
+    return f"enfoads-{role}"
+
+
+class RoleDeployment:
+    """One replica of a role (wrapped by ``serve.deployment`` when deployed)."""
+
+    def __init__(self, role: str, settings: dict):
+        from enfoads.cluster.replica import RoleReplica
+
+        self.replica = RoleReplica(role, settings)
+
+    async def run(self, kind: str, params: dict, job: dict, inputs: dict) -> AsyncIterator[dict]:
+        """The job's messages. Async on purpose: a cancelled request raises ``CancelledError`` here at
+        once (Serve abandons a cancelled sync generator without closing it), so the job stops too."""
+        import ray
+
+        # First, who runs it: the head logs it and tests count work per replica.
+        yield {"type": "replica", "actor": ray.get_runtime_context().get_actor_name(), "pid": os.getpid()}
+        running = self.replica.start(kind, params, job, inputs)
+        try:
+            while True:
+                message = await asyncio.to_thread(running.next_message)
+                yield message
+                if message["type"] in END_TYPES:
+                    return
+        finally:
+            await asyncio.to_thread(running.stop)
+
+    def __del__(self):
+        replica = getattr(self, "replica", None)
+        if replica is not None:
+            replica.close()
+
+
+class RayCluster:
+    """The head's connection to Ray.
+
+    Args:
+        address: ``"local"`` (start a Ray here, stopped by ``close``) or a cluster address
+            (``"auto"``, ``"ray://head:10001"``, ``"head:6379"``).
+        num_cpus: CPUs of a local Ray (default all).
+        check_s: how long a health check may take before the cluster counts as gone.
+    """
+
+    def __init__(self, address: str = "local", *, num_cpus: int | None = None, check_s: float = 5.0):
+        self.address = address
+        self.num_cpus = num_cpus
+        self.check_s = check_s
+        self.local = address in ("", "local")
+        self._lock = threading.Lock()
+        self._handles: dict[str, Any] = {}
+        self.connected = False
+
+    def connect(self) -> None:
+        import ray
+        from ray import serve
+
+        with self._lock:
+            if ray.is_initialized():
+                ray.shutdown()
+            self._handles.clear()
+            kw = {"namespace": "enfoads", "log_to_driver": False, "ignore_reinit_error": True}
+            if self.local:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
+            else:
+                ray.init(address=self.address, **kw)
+            serve.start(http_options={"location": "NoServer"})
+            self.connected = True
+
+    def gpus(self) -> float:
+        import ray
+
+        return float(ray.cluster_resources().get("GPU", 0.0))
+
+    def deploy(self, plans: list[RolePlan], settings_for) -> None:
+        """Run (or update) one application per role; returns once every replica is up."""
+        from ray import serve
+
+        targets = []
+        for plan in plans:
+            deployment = serve.deployment(RoleDeployment).options(**plan.deployment_options())
+            targets.append(serve.RunTarget(deployment.bind(plan.role, settings_for(plan)), name=app_name(plan.role),
+                                           route_prefix=None))
+            log.info("Ray Serve: %s with %d replica(s), %.2f GPU each", plan.role, plan.replicas, plan.gpu_fraction)
+        serve.run_many(targets)  # every role's replicas start at once
+
+    def handle(self, role: str):
+        from ray import serve
+
+        with self._lock:
+            if role not in self._handles:
+                self._handles[role] = serve.get_app_handle(app_name(role))
+            return self._handles[role]
+
+    def alive(self) -> bool:
+        """True when the cluster answers within ``check_s`` (a lost cluster can block a call for long)."""
+        if not self.connected:
+            return False
+        answer: dict = {}
+
+        def ask():
+            try:
+                import ray
+
+                answer["ok"] = bool(ray.is_initialized() and ray.nodes())
+            except Exception as exc:  # gone, or going
+                answer["error"] = exc
+
+        probe = threading.Thread(target=ask, daemon=True, name="enfoads-ray-probe")
+        probe.start()
+        probe.join(self.check_s)
+        return answer.get("ok", False)
+
+    def close(self, roles: list[str] = ()) -> None:
+        import ray
+        from ray import serve
+
+        if not ray.is_initialized():
+            return
+        try:
+            if self.local:
+                serve.shutdown()
+            else:  # a shared cluster: give back this head's GPUs, leave the rest alone
+                for role in roles:
+                    serve.delete(app_name(role))
+        except Exception:
+            log.exception("could not stop the Ray Serve applications")
+        finally:
+            ray.shutdown()
+            self.connected = False
