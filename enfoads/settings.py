@@ -130,7 +130,8 @@ class Settings(BaseSettings):
         "catalogued need over it"
     )
     ray_silence_s: float = Field(
-        60.0, gt=0, description="a Ray replica silent this long (no progress, no heartbeat) counts as lost"
+        60.0, ge=10, description="a Ray replica silent this long (no progress, no heartbeat every 5 s) counts as "
+        "lost: it is ended and its job re-queued"
     )
     assets_quota_gb: float | None = Field(
         10.0, gt=0, description="disk for outputs; oldest assets of finished jobs are removed beyond it"

@@ -121,6 +121,7 @@ def test_frontend_gpu_status_fields(client, api):
         assert field in body
     assert body["status"] == "online" and body["device"] == "cpu"  # no GPU here: online on the CPU
     assert "models" in body["residency"]
+    assert body["backend"] == {"name": "local", "gpu_workers": 1, "cpu_workers": 2}
 
 
 def wait_for_job(api, job_id: str, *, timeout: float) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import time
 
 import pytest
@@ -52,6 +54,9 @@ def test_every_role_is_deployed_with_its_replicas(engine):
     assert all(p.gpu_fraction == 0 for p in plans.values())  # this cluster has no GPU
     assert engine.queue.gpu_workers == 6  # one head thread per replica slot
     assert engine.warmer is None  # the head loads no model; replicas warm their own
+    described = engine.jobs.describe()
+    assert described["name"] == "ray" and described["available"] and described["address"] == "local"
+    assert {r["role"]: r["replicas"] for r in described["roles"]}["image"] == 2
 
 
 def test_eight_jobs_through_the_real_queue_all_finish_on_both_replicas(engine):
@@ -135,6 +140,47 @@ def test_a_replica_killed_mid_job_leaves_the_job_finished_by_a_retry(engine):
             "image.generate", {"prompt": f"after {i}", "steps": 1, "seed": i, "cache": False}, timeout=120)
             for i in range(4)]} - {victim}) < 2:
         assert time.monotonic() < deadline, "the killed replica was not replaced"
+
+
+def test_a_replica_that_goes_silent_mid_job_counts_as_lost_and_the_job_runs_again(engine):
+    """A hung replica, for real: its process is stopped (SIGSTOP) mid-job."""
+    engine.jobs.silence_s = 8  # heartbeats come every 5 s and this job reports every step
+    job = engine.submit("image.generate", SLOW)
+    deadline = time.monotonic() + 120
+    while job.id not in engine.jobs.ran_on or engine.jobs.get(job.id).progress < 5:
+        assert time.monotonic() < deadline, engine.jobs.get(job.id)
+        time.sleep(0.05)
+    hung = engine.jobs.ran_on[job.id]
+    pid = engine.jobs.replica_pids[hung]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = engine.jobs.wait(job.id, timeout=300)
+    finally:
+        engine.jobs.silence_s = 60
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # ended by the head, as it should be
+    assert done.state == "succeeded", done.error
+    assert done.attempts == 2 and engine.jobs.ran_on[job.id] != hung
+    assert "re-queued after a replica failure" in [e.stage for e in _progress(engine, job.id)]
+    with pytest.raises(ProcessLookupError):  # the hung replica was ended (Serve starts another)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+
+def test_waiting_in_serves_queue_for_a_free_replica_is_not_silence(engine):
+    """Six head threads, two image replicas: four requests wait at Serve's router, longer than the limit."""
+    engine.jobs.silence_s = 8
+    try:
+        jobs = [engine.submit("image.generate", {**SLOW, "seed": i}) for i in range(6)]
+        done = [engine.jobs.wait(job.id, timeout=300) for job in jobs]
+    finally:
+        engine.jobs.silence_s = 60
+    assert [(job.state, job.attempts) for job in done] == [("succeeded", 1)] * 6, [job.error for job in done]
+    assert max(job.started_at for job in done) - min(job.started_at for job in done) < 5  # all taken at once
+    assert max(job.finished_at for job in done) - min(job.started_at for job in done) > 8  # ... and some waited
 
 
 def test_a_cancel_reaches_the_replica_and_it_takes_the_next_job(engine):

@@ -70,6 +70,8 @@ class RayBackend:
         self._health: threading.Thread | None = None
         self.last_error: str | None = None
         self.ran_on: OrderedDict[str, str] = OrderedDict()  # job id -> the replica actor that ran it (latest)
+        self.replica_pids: dict[str, int] = {}  # replica actor -> its process id (logs, tests)
+        self.silence_s = settings.ray_silence_s  # no message for this long: the replica counts as lost
         # Until the cluster answers, size the queue's threads from the settings alone.
         self.gpu_workers = sum(p.max_replicas for p in plan_roles(settings, profile, self.roles, cluster_gpus=0))
 
@@ -150,6 +152,13 @@ class RayBackend:
         except Exception:
             log.exception("could not close the Ray connection")
 
+    def describe(self) -> dict[str, Any]:
+        """``/gpu-status``'s ``backend``: the cluster, whether it answers, each role's deployment."""
+        return {"name": "ray", "address": self.cluster.address, "available": self.available,
+                "error": None if self.available else self.last_error, "gpu_workers": self.gpu_workers,
+                "roles": [{"role": p.role, "replicas": p.replicas, "max_replicas": p.max_replicas,
+                           "gpu_fraction": p.gpu_fraction, "gpu_budget_gb": p.gpu_budget_gb} for p in self.plans]}
+
     # ------------------------------------------------------------------ the remote run
 
     def _run(self, role: str, kind: str, params: dict, ctx, assets) -> dict:
@@ -161,13 +170,16 @@ class RayBackend:
                 kind, params, job, inputs)
         except Exception as exc:
             raise JobInterrupted(f"could not reach the {role} deployment: {exc}", cause=CLUSTER_OUTAGE) from exc
-        watch = _Silence(response, self.settings.ray_silence_s)
+        # A hung replica keeps its GPU share and would take the retry too: the watch ends it (Serve
+        # starts another), which also ends this stream with an error.
+        watch = _Silence(response, self.silence_s, on_silent=lambda: self._end_replica(self.ran_on.get(ctx.job_id)))
         try:
             for message in response:
                 watch.heard()
                 kind_of = message["type"]
                 if kind_of == "replica":
-                    self._record(ctx.job_id, message["actor"])
+                    self._record(ctx.job_id, message["actor"], message["pid"])
+                    watch.arm()  # from here on the replica speaks at least every heartbeat
                 elif kind_of == "progress":
                     ctx.progress(message["percent"], message["stage"], message["preview_asset_id"])
                 elif kind_of == "asset":
@@ -198,7 +210,19 @@ class RayBackend:
         finally:
             watch.stop()
 
-    def _record(self, job_id: str, actor: str) -> None:
+    def _end_replica(self, actor: str | None) -> None:
+        if actor is None:
+            return
+        try:
+            import ray
+
+            ray.kill(ray.get_actor(actor, namespace="serve"), no_restart=True)
+            log.warning("ended the silent replica %s; Serve starts another", actor)
+        except Exception:
+            log.exception("could not end the silent replica %s", actor)
+
+    def _record(self, job_id: str, actor: str, pid: int) -> None:
+        self.replica_pids[actor] = pid
         self.ran_on[job_id] = actor
         self.ran_on.move_to_end(job_id)
         while len(self.ran_on) > 1000:
@@ -206,7 +230,7 @@ class RayBackend:
 
     def _wait_for_cluster(self, ctx) -> None:
         """A job taken while the cluster is away waits for it (cancellable), then goes back in the queue."""
-        deadline = time.monotonic() + self.settings.ray_silence_s
+        deadline = time.monotonic() + self.silence_s
         while not self.available:
             ctx.progress(0, "waiting for the Ray cluster")
             if time.monotonic() > deadline:
@@ -250,23 +274,33 @@ class RayBackend:
 
 
 class _Silence:
-    """Cancels ``response`` when nothing arrived for ``limit_s`` (a hung replica or a lost node)."""
+    """Calls ``on_silent`` and cancels ``response`` when nothing arrived for ``limit_s`` once armed.
 
-    def __init__(self, response, limit_s: float):
-        self.response, self.limit_s = response, limit_s
+    Armed at the replica's first message: before it the request may rightly wait in Serve's queue
+    for a free replica.
+    """
+
+    def __init__(self, response, limit_s: float, on_silent: Callable[[], None]):
+        self.response, self.limit_s, self.on_silent = response, limit_s, on_silent
         self.silent = False
+        self._armed = False
         self._last = time.monotonic()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="enfoads-ray-silence")
         self._thread.start()
+
+    def arm(self) -> None:
+        self._armed = True
+        self.heard()
 
     def heard(self) -> None:
         self._last = time.monotonic()
 
     def _watch(self) -> None:
         while not self._done.wait(min(1.0, self.limit_s / 4)):
-            if time.monotonic() - self._last > self.limit_s:
+            if self._armed and time.monotonic() - self._last > self.limit_s:
                 self.silent = True
+                self.on_silent()
                 self.response.cancel()
                 return
 

@@ -73,6 +73,7 @@ def _gpu_figures(eng) -> dict:
     figures["host_ram_total_gb"] = round(ram_total / GIB, 2)
     figures["host_ram_available_gb"] = round(ram_available / GIB, 2)
     figures["profile"] = eng.runtime.profile.name
+    figures["backend"] = eng.jobs.describe()  # the local queue, or Ray Serve and its deployments
     # First start: the profile's missing models downloading in the background (enfoads.models.installer).
     figures["downloads"] = eng.installer.status() if getattr(eng, "installer", None) else {}
     warmup = eng.warmer.status() if getattr(eng, "warmer", None) else {"state": "off", "roles": {}}

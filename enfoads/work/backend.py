@@ -36,3 +36,5 @@ class JobBackend(Protocol):
 
     def close(self, grace_s: float | None = None) -> None: ...
 
+    def describe(self) -> dict[str, Any]: ...  # what runs the jobs, for /gpu-status
+

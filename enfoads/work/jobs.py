@@ -349,6 +349,10 @@ class JobQueue(WorkerMixin):
             cond.notify()
         return future
 
+    def describe(self) -> dict[str, Any]:
+        """What runs the jobs (``/gpu-status``'s ``backend``): this process's own workers."""
+        return {"name": "local", "gpu_workers": self.gpu_workers, "cpu_workers": self.cpu_workers}
+
     def cleanup_assets(self) -> list[str]:
         """Enforce the asset store's quota, sparing assets of unfinished jobs; returns removed ids."""
         if self.assets is None or self.assets.quota_bytes is None:
