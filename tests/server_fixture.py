@@ -93,7 +93,8 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(models_dir: Path, data_dir: Path, *, key: str = "test-key-0123456789", extra_env=None) -> Server:
+def start_server(models_dir: Path, data_dir: Path, *, key: str = "test-key-0123456789", extra_env=None,
+                 args: tuple[str, ...] = ()) -> Server:
     port = free_port()
     log = data_dir.parent / f"server-{port}.log"
     env = {
@@ -112,7 +113,8 @@ def start_server(models_dir: Path, data_dir: Path, *, key: str = "test-key-01234
     }
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "enfoads", "serve"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "enfoads", "serve", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = started + 60
     while True:

@@ -76,6 +76,8 @@ class RayCluster:
         self._lock = threading.Lock()
         self._handles: dict[str, Any] = {}
         self.connected = False
+        self._stop_local = threading.Event()  # ends the thread that started a local Ray
+        self._keeper: threading.Thread | None = None
 
     def connect(self) -> None:
         import ray
@@ -87,11 +89,39 @@ class RayCluster:
             self._handles.clear()
             kw = {"namespace": "enfoads", "log_to_driver": False, "ignore_reinit_error": True}
             if self.local:
-                ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
+                self._start_local(kw)
             else:
                 ray.init(address=self.address, **kw)
             serve.start(http_options={"location": "NoServer"})
             self.connected = True
+
+    def _start_local(self, kw: dict) -> None:
+        """``ray.init`` of a local Ray from a thread that lives until ``close``.
+
+        Ray starts its GCS and raylet with ``PR_SET_PDEATHSIG``, which fires when the
+        *thread* that forked them ends: started from the server's short-lived engine-start
+        thread, the whole local Ray would be killed seconds later.
+        """
+        import ray
+
+        started, failure = threading.Event(), []
+
+        def keep():
+            try:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, **kw)
+            except BaseException as exc:  # handed to connect()
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            self._stop_local.wait()
+
+        self._stop_local.clear()
+        self._keeper = threading.Thread(target=keep, name="enfoads-local-ray", daemon=True)
+        self._keeper.start()
+        started.wait()
+        if failure:
+            raise failure[0]
 
     def gpus(self) -> float:
         import ray
@@ -154,3 +184,4 @@ class RayCluster:
         finally:
             ray.shutdown()
             self.connected = False
+            self._stop_local.set()

@@ -1,6 +1,6 @@
-"""A Ray cluster that goes away and comes back, under a real ``enfoads serve --ray ADDRESS``.
+"""Real ``enfoads serve --ray`` processes: a local Ray stopped on exit; a cluster that goes away and comes back.
 
-The cluster is a real ``ray start --head --block`` in its own process group,
+For the second, the cluster is a real ``ray start --head --block`` in its own process group,
 killed with SIGKILL (a crash, not a clean stop) and started again on the same
 port. While it is gone the head answers 503 with a clear message and queues
 nothing; once it is back the same server (gunicorn restarts the worker that
@@ -45,6 +45,65 @@ class Cluster:
     def crash(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """Every process under ``pid`` (Linux ``/proc``), with its name."""
+    out, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        children = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):  # every thread's children, not only the main one's
+            try:
+                children += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+        for child in children:
+            try:
+                out[child] = Path(f"/proc/{child}/comm").read_text().strip()  # Ray renames its processes
+            except OSError:
+                continue
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_serve_ray_starts_a_local_ray_runs_jobs_there_and_stops_it_on_exit(models_dir, tmp_path):
+    build_tiny_kit(models_dir)
+    server = start_server(models_dir, tmp_path / "data", args=("--ray",), extra_env={
+        "ENFOADS_RAY_ROLES": "image,speech", "ENFOADS_WARM": "off",
+        "ENFOADS_AUTO_DOWNLOAD": "off"})
+    try:
+        server.wait_ready(180)
+        status = server.get("/gpu-status").json()["backend"]
+        assert status["name"] == "ray" and status["address"] == "local" and status["available"]
+        assert [r["role"] for r in status["roles"]] == ["image", "speech"]
+        worker = server.worker_pid
+        ray_processes = {pid: name for pid, name in _descendants(server.proc.pid).items() if pid != worker}
+        names = " ".join(ray_processes.values())
+        assert "gcs_server" in names and "raylet" in names, ray_processes  # Ray runs under the server's worker
+        answer = server.post("/generate-image", json={"prompt": "a lighthouse", "steps": 1})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "success" and answer.json()["image"].startswith("data:image/png;base64,")
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=60) == 0
+        # The GCS, the raylet and the replicas go with the server; Ray's agents notice their raylet
+        # is gone on their own poll, which a loaded machine can stretch to a minute.
+        exited = time.monotonic()
+        while left := {pid: name for pid, name in ray_processes.items() if _alive(pid)}:
+            core = {pid: name for pid, name in left.items() if "Agent" not in name and "RuntimeEnv" not in name
+                    and "DashboardA" not in name}
+            assert not core or time.monotonic() - exited < 30, f"Ray outlived the server: {core}"
+            assert time.monotonic() - exited < 120, f"Ray's agents outlived the server: {left}"
+            time.sleep(0.5)
+    finally:
+        server.stop()
 
 
 def _submit(server, prompt: str):
