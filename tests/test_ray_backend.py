@@ -120,13 +120,18 @@ def test_inputs_named_by_asset_id_are_shipped_to_the_replica(engine):
     assert (out.width, out.height) == (128, 96)
 
 
-def test_a_replica_killed_mid_job_leaves_the_job_finished_by_a_retry(engine):
+def _slow_job_under_way(engine):
+    """A SLOW render a replica has started and reported progress on; returns it and that replica."""
     job = engine.submit("image.generate", SLOW)
     deadline = time.monotonic() + 120
     while job.id not in engine.jobs.ran_on or engine.jobs.get(job.id).progress < 5:
         assert time.monotonic() < deadline, engine.jobs.get(job.id)
         time.sleep(0.05)
-    victim = engine.jobs.ran_on[job.id]
+    return job, engine.jobs.ran_on[job.id]
+
+
+def test_a_replica_killed_mid_job_leaves_the_job_finished_by_a_retry(engine):
+    job, victim = _slow_job_under_way(engine)
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     done = engine.jobs.wait(job.id, timeout=300)
     assert done.state == "succeeded", done.error
@@ -145,12 +150,7 @@ def test_a_replica_killed_mid_job_leaves_the_job_finished_by_a_retry(engine):
 def test_a_replica_that_goes_silent_mid_job_counts_as_lost_and_the_job_runs_again(engine):
     """A hung replica, for real: its process is stopped (SIGSTOP) mid-job."""
     engine.jobs.silence_s = 8  # heartbeats come every 5 s and this job reports every step
-    job = engine.submit("image.generate", SLOW)
-    deadline = time.monotonic() + 120
-    while job.id not in engine.jobs.ran_on or engine.jobs.get(job.id).progress < 5:
-        assert time.monotonic() < deadline, engine.jobs.get(job.id)
-        time.sleep(0.05)
-    hung = engine.jobs.ran_on[job.id]
+    job, hung = _slow_job_under_way(engine)
     pid = engine.jobs.replica_pids[hung]
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -184,11 +184,7 @@ def test_waiting_in_serves_queue_for_a_free_replica_is_not_silence(engine):
 
 
 def test_a_cancel_reaches_the_replica_and_it_takes_the_next_job(engine):
-    job = engine.submit("image.generate", SLOW)
-    deadline = time.monotonic() + 120
-    while engine.jobs.get(job.id).progress < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    job, _ = _slow_job_under_way(engine)
     engine.jobs.cancel(job.id)
     done = engine.jobs.wait(job.id, timeout=120)
     assert done.state == "cancelled"
