@@ -171,16 +171,35 @@ def test_a_replica_that_goes_silent_mid_job_counts_as_lost_and_the_job_runs_agai
 
 
 def test_waiting_in_serves_queue_for_a_free_replica_is_not_silence(engine):
-    """Six head threads, two image replicas: four requests wait at Serve's router, longer than the limit."""
+    """Four requests wait at Serve's router longer than the limit, as when a replica is being replaced.
+
+    The head normally claims no more jobs of a role than it has replicas; that limit is lifted here so
+    six head threads send six renders to two replicas.
+    """
     engine.jobs.silence_s = 8
+    engine.queue.busy_kinds = None
     try:
         jobs = [engine.submit("image.generate", {**SLOW, "seed": i}) for i in range(6)]
         done = [engine.jobs.wait(job.id, timeout=300) for job in jobs]
     finally:
         engine.jobs.silence_s = 60
+        engine.queue.busy_kinds = engine.jobs._busy_kinds
     assert [(job.state, job.attempts) for job in done] == [("succeeded", 1)] * 6, [job.error for job in done]
     assert max(job.started_at for job in done) - min(job.started_at for job in done) < 5  # all taken at once
     assert max(job.finished_at for job in done) - min(job.started_at for job in done) > 8  # ... and some waited
+
+
+def test_a_burst_for_one_role_does_not_hold_back_another(engine):
+    """Six head threads, two image replicas: a speech job queued after six renders starts at once."""
+    images = [engine.submit("image.generate", {**SLOW, "seed": 100 + i}) for i in range(6)]
+    speech = engine.submit("speech.transcribe", SAMPLES["speech.transcribe"])
+    heard = engine.jobs.wait(speech.id, timeout=300)
+    done = [engine.jobs.wait(job.id, timeout=300) for job in images]
+    assert heard.state == "succeeded" and all(job.state == "succeeded" for job in done)
+    assert heard.finished_at < sorted(job.finished_at for job in done)[1]  # not behind the renders
+    # No thread took a render only to wait at Serve's router: two renders started before one finished.
+    first_done = min(job.finished_at for job in done)
+    assert sum(job.started_at < first_done - 0.5 for job in done) == 2, [(j.started_at, j.finished_at) for j in done]
 
 
 def test_a_cancel_reaches_the_replica_and_it_takes_the_next_job(engine):

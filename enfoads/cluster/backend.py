@@ -72,6 +72,9 @@ class RayBackend:
         self.ran_on: OrderedDict[str, str] = OrderedDict()  # job id -> the replica actor that ran it (latest)
         self.replica_pids: dict[str, int] = {}  # replica actor -> its process id (logs, tests)
         self.silence_s = settings.ray_silence_s  # no message for this long: the replica counts as lost
+        self.kinds: set[str] = set()  # the kinds this backend runs (registered through ``handler``)
+        self._in_flight: dict[str, int] = {}  # role -> jobs its replicas are running for this head
+        self._in_flight_lock = threading.Lock()
         # Until the cluster answers, size the queue's threads from the settings alone.
         self.gpu_workers = sum(p.max_replicas for p in plan_roles(settings, profile, self.roles, cluster_gpus=0))
 
@@ -87,13 +90,35 @@ class RayBackend:
 
     def attach(self, queue) -> "RayBackend":
         self.queue = queue
+        queue.busy_kinds = self._busy_kinds
+        queue.on_claim = self._claimed
         return self
+
+    def _claimed(self, job: Job) -> None:
+        if job.kind in self.kinds:
+            with self._in_flight_lock:
+                role = role_of(job.kind)
+                self._in_flight[role] = self._in_flight.get(role, 0) + 1
+
+    def _busy_kinds(self) -> set[str]:
+        """Kinds of roles whose replicas all have a job: the queue claims other kinds first."""
+        with self._in_flight_lock:
+            full = {p.role for p in self.plans if self._in_flight.get(p.role, 0) >= p.max_replicas}
+        return {kind for kind in self.kinds if role_of(kind) in full}
 
     def handler(self, kind: str, assets) -> Callable[[dict, Any], dict]:
         role = role_of(kind)
+        self.kinds.add(kind)
 
         def run_remotely(params: dict, ctx) -> dict:
-            return self._run(role, kind, params, ctx, assets)
+            try:  # counted in flight when it was claimed (``_claimed``)
+                return self._run(role, kind, params, ctx, assets)
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight[role] -= 1
+                # A slot of this role is free: a worker idle because only its kinds were left may take one.
+                for device in ("gpu", "cpu"):
+                    self.queue.wake(device)
 
         run_remotely.__name__ = f"ray_{kind.replace('.', '_')}"
         return run_remotely

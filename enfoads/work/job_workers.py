@@ -106,6 +106,8 @@ class WorkerMixin:
 
     # Set by ``JobQueue.__init__``; named here for ``JobContext``, which sees the queue through this half.
     assets: AssetStore | None
+    busy_kinds: Callable[[], set[str]] | None  # kinds not to claim for now (None: claim any)
+    on_claim: Callable[[Job], None] | None  # told of every job a worker takes, before it runs
 
     def _flag(self, job_id: str) -> str | None:
         return self._flags.get(job_id)
@@ -115,8 +117,8 @@ class WorkerMixin:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
-    def _wake_device(self, device: str) -> None:
-        """A job went back in the queue: an idle worker of its device may take it now."""
+    def wake(self, device: str) -> None:
+        """Let an idle worker of ``device`` look at the queue now (a job went back in it, a runner freed up)."""
         cond = self._wake[device]
         with cond:
             cond.notify()
@@ -162,20 +164,27 @@ class WorkerMixin:
         return ev.JobProgress(job_id=job.id, kind=job.kind, progress=0, stage=stage, state=QUEUED)
 
     def _claim(self, device: str) -> Job | None:
+        # Kinds whose runners are all busy (a remote backend's saturated roles) wait; later jobs of
+        # other kinds go first instead of taking a thread only to wait for a free replica.
+        busy = sorted(self.busy_kinds()) if self.busy_kinds is not None else []
+        skip = f" AND kind NOT IN ({','.join('?' * len(busy))})" if busy else ""
         with self._db.write() as conn:
             row = conn.execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, attempts = attempts + 1, progress = 0,"
                 " stage = CASE WHEN attempts = 0 THEN 'started'"
                 "              ELSE 'started again (attempt ' || (attempts + 1) || ')' END"
-                " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND device = ? ORDER BY seq LIMIT 1)"
-                " RETURNING *",
-                (self._clock(), device),
+                " WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' AND device = ?" + skip +
+                " ORDER BY seq LIMIT 1) RETURNING *",
+                (self._clock(), device, *busy),
             ).fetchone()
             if row is None:
                 return None
             with self._flags_lock:
                 self._running.add(row["id"])
-        return _job(row)
+        job = _job(row)
+        if self.on_claim is not None:  # still under the device's condition: the next claim sees it counted
+            self.on_claim(job)
+        return job
 
     def _worker(self, device: str) -> None:
         cond = self._wake[device]
@@ -245,7 +254,7 @@ class WorkerMixin:
                 current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
                 event = self._interrupt(conn, current, self._clock(), exc.cause)
             self._publish(event)
-            self._wake_device(job.device)
+            self.wake(job.device)
         except JobCancelled:
             self._finish(job, CANCELLED)
         except Exception as exc:
