@@ -27,13 +27,11 @@ from enfoads.services.service_set import build_services, role_of
 from enfoads.settings import Settings
 from enfoads.work.assets import Asset
 from enfoads.work.job_types import JobCancelled
+from enfoads.work.job_workers import MAX_STAGE, handler_result
 
 __all__ = ["ReplicaContext", "RoleReplica", "replica_settings"]
 
 log = logging.getLogger(__name__)
-
-_MAX_STAGE = 200
-
 
 def replica_settings(settings: Settings, **changes) -> dict:
     """The head's settings as a replica rebuilds them (JSON; no API key, no Ray of its own)."""
@@ -59,7 +57,7 @@ class ReplicaContext:
     def progress(self, percent: float, stage: str | None = None, preview_asset_id: str | None = None) -> None:
         if self._cancel.is_set():
             raise JobCancelled("cancelled")
-        key = (max(0, min(100, int(percent))), None if stage is None else str(stage)[:_MAX_STAGE], preview_asset_id)
+        key = (max(0, min(100, int(percent))), None if stage is None else str(stage)[:MAX_STAGE], preview_asset_id)
         if key != self._last:
             self._last = key
             self._out.put({"type": "progress", "percent": key[0], "stage": key[1], "preview_asset_id": key[2]})
@@ -131,12 +129,7 @@ class RoleReplica:
             out.put(error_message(ValueError(f"this replica runs {', '.join(sorted(self.kinds))}, not {kind!r}")))
             return
         try:
-            result = self.kinds[kind].handler(dict(params), ctx)
-            result = {} if result is None else result
-            if not isinstance(result, dict):
-                raise TypeError(f"a job handler must return a dict, not {type(result).__name__}")
-            if ctx.asset_ids and "asset_ids" not in result:
-                result = {**result, "asset_ids": ctx.asset_ids}
+            result = handler_result(self.kinds[kind].handler(dict(params), ctx), ctx.asset_ids)
             self.jobs_run += 1
             out.put({"type": "result", "result": result})
         except JobCancelled as exc:

@@ -36,7 +36,7 @@ from enfoads.work.job_types import (
 # The queue's own logger, as before the worker loop had a module of its own.
 log = logging.getLogger("enfoads.work.jobs")
 
-_MAX_STAGE = 200
+MAX_STAGE = 200  # characters of a progress stage message
 _MAX_ERROR = 2000
 
 
@@ -99,6 +99,17 @@ class JobContext:
 
 
 Handler = Callable[[dict, JobContext], "dict | None"]
+
+
+def handler_result(result, asset_ids: list[str]) -> dict:
+    """A handler's return value as the job's result: a dict, naming the assets it saved if it did not."""
+    if result is None:
+        result = {}
+    if not isinstance(result, dict):
+        raise TypeError(f"a job handler must return a dict, not {type(result).__name__}")
+    if asset_ids and "asset_ids" not in result:
+        result = {**result, "asset_ids": asset_ids}
+    return result
 
 
 class WorkerMixin:
@@ -238,13 +249,7 @@ class WorkerMixin:
         ctx = JobContext(self, job)
         started = time.monotonic()
         try:
-            result = entry[0](dict(job.params), ctx)
-            if result is None:
-                result = {}
-            if not isinstance(result, dict):
-                raise TypeError(f"a job handler must return a dict, not {type(result).__name__}")
-            if ctx.asset_ids and "asset_ids" not in result:
-                result = {**result, "asset_ids": ctx.asset_ids}
+            result = handler_result(entry[0](dict(job.params), ctx), ctx.asset_ids)
             result_json = _dumps(result)
         except JobInterrupted as exc:
             if not isinstance(exc, _Interrupted):
@@ -299,7 +304,7 @@ class WorkerMixin:
         if flag is not None:
             raise _Interrupted("the queue is shutting down") if flag == "shutdown" else JobCancelled("cancelled")
         percent = max(0, min(100, int(percent)))
-        stage = None if stage is None else str(stage)[:_MAX_STAGE]
+        stage = None if stage is None else str(stage)[:MAX_STAGE]
         key = (percent, stage, preview_asset_id)
         if key == ctx._last:
             return  # nothing new: spare the database (Drive) a write
