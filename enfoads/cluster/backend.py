@@ -92,6 +92,7 @@ class RayBackend:
         self.queue = queue
         queue.busy_kinds = self._busy_kinds
         queue.on_claim = self._claimed
+        queue.on_release = self._released
         return self
 
     def _claimed(self, job: Job) -> None:
@@ -99,6 +100,16 @@ class RayBackend:
             with self._in_flight_lock:
                 role = role_of(job.kind)
                 self._in_flight[role] = self._in_flight.get(role, 0) + 1
+
+    def _released(self, job: Job) -> None:
+        # Paired with ``_claimed`` by the queue's worker loop, so a claim that never reached its
+        # handler still gives its slot back.
+        if job.kind in self.kinds:
+            with self._in_flight_lock:
+                self._in_flight[role_of(job.kind)] -= 1
+            # A slot of this role is free: a worker idle because only its kinds were left may take one.
+            for device in ("gpu", "cpu"):
+                self.queue.wake(device)
 
     def _busy_kinds(self) -> set[str]:
         """Kinds of roles whose replicas all have a job: the queue claims other kinds first."""
@@ -111,14 +122,7 @@ class RayBackend:
         self.kinds.add(kind)
 
         def run_remotely(params: dict, ctx) -> dict:
-            try:  # counted in flight when it was claimed (``_claimed``)
-                return self._run(role, kind, params, ctx, assets)
-            finally:
-                with self._in_flight_lock:
-                    self._in_flight[role] -= 1
-                # A slot of this role is free: a worker idle because only its kinds were left may take one.
-                for device in ("gpu", "cpu"):
-                    self.queue.wake(device)
+            return self._run(role, kind, params, ctx, assets)
 
         run_remotely.__name__ = f"ray_{kind.replace('.', '_')}"
         return run_remotely

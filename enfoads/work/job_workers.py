@@ -119,6 +119,7 @@ class WorkerMixin:
     assets: AssetStore | None
     busy_kinds: Callable[[], set[str]] | None  # kinds not to claim for now (None: claim any)
     on_claim: Callable[[Job], None] | None  # told of every job a worker takes, before it runs
+    on_release: Callable[[Job], None] | None  # told when the worker is done with it, however that went
 
     def _flag(self, job_id: str) -> str | None:
         return self._flags.get(job_id)
@@ -227,6 +228,8 @@ class WorkerMixin:
                 with self._flags_lock:
                     self._running.discard(job.id)
                     self._flags.pop(job.id, None)
+                if self.on_release is not None:
+                    self.on_release(job)
                 self._notify_done()
 
     @staticmethod

@@ -130,9 +130,11 @@ class JobQueue(WorkerMixin):
         if min(cpu_workers, gpu_workers, max_attempts, max_queued) < 1:
             raise ValueError("cpu_workers, gpu_workers, max_attempts and max_queued must be at least 1")
         self.assets = assets
-        # A remote backend sets these: kinds whose replicas are all taken wait, and it counts each claim.
+        # A remote backend sets these: kinds whose replicas are all taken wait, and it counts each claim
+        # and each release.
         self.busy_kinds = None
         self.on_claim = None
+        self.on_release = None
         self.bus = bus if bus is not None else EventBus()
         self.max_queued = int(max_queued)
         self.cpu_workers = int(cpu_workers)
