@@ -22,6 +22,7 @@ from enfoads.work.job_types import (
     CPU,
     GPU,
     JobCancelled,
+    JobInterrupted,
     JobNotFound,
     QueueFullError,
     UnknownJobKind,
@@ -194,6 +195,34 @@ def test_handler_exception_fails_the_job_with_type_and_message(make_queue):
     assert failed[0].error_type == "ValueError" and failed[0].error_message == "the prompt is empty"
     assert q.submit_and_wait("no_face", timeout=5).error["status"] == 422
     assert q.submit_and_wait("good", timeout=5).state == "succeeded"  # the worker lives on
+
+
+def test_an_uncharged_interruption_gives_the_attempt_back_and_a_charged_one_uses_it_up(make_queue):
+    # A remote backend's outage (the whole cluster away) is not the job's doing: however often it
+    # happens the job runs again. A lost replica is charged, so a job that keeps killing it ends.
+    q = make_queue(max_attempts=2)
+    runs = collections.Counter()
+
+    def outage_three_times(params, ctx):
+        runs["outage"] += 1
+        if runs["outage"] <= 3:
+            raise JobInterrupted("the cluster went away", cause="Ray cluster outage", charged=False)
+        return {"runs": runs["outage"]}
+
+    def kills_its_replica(params, ctx):
+        runs["poison"] += 1
+        raise JobInterrupted("the replica died", cause="replica failure")
+
+    q.register("outage", outage_three_times)
+    q.register("poison", kills_its_replica)
+    q.start()
+    job = q.submit_and_wait("outage", timeout=10)
+    assert (job.state, job.result, job.attempts) == ("succeeded", {"runs": 4}, 1)
+    stages = [e.stage for e in q.bus.of_type(ev.JobProgress, job.id)]
+    assert stages.count("re-queued after a Ray cluster outage") == 3, stages
+    job = q.submit_and_wait("poison", timeout=10)
+    assert (job.state, job.attempts, runs["poison"]) == ("failed", 2, 2)
+    assert job.error["message"] == "interrupted by a replica failure"
 
 
 def test_submit_and_wait_timeout_returns_the_job_which_goes_on(make_queue):

@@ -222,6 +222,13 @@ def test_a_cluster_that_cannot_be_reached_answers_503_and_queues_nothing(engine)
         assert info.value.status == 503 and info.value.code == "cluster_unavailable"
         assert "not reachable" in info.value.message and "retry" in info.value.message
         assert backend.counts() == before
+        # What was queued before the health check noticed waits in the queue: no worker takes it
+        # only to fail it, or to spend its attempts on the outage.
+        waiting = backend.queue.submit("image.generate", {"prompt": "queued before", "steps": 1})
+        time.sleep(1.0)
+        assert backend.get(waiting.id).state == "queued"
     finally:
-        backend._available.set()
+        backend._back()  # what a reconnect ends with
+    done = engine.jobs.wait(waiting.id, timeout=120)
+    assert (done.state, done.attempts) == ("succeeded", 1)
     assert engine.submit_and_wait("image.generate", {"prompt": "back", "steps": 1}, timeout=120).state == "succeeded"

@@ -13,8 +13,10 @@ Failure:
   the job is re-queued while it has attempts left, else fails with
   "interrupted by a replica failure";
 - a cluster that cannot be reached makes ``submit`` raise ``ClusterUnavailable``
-  (503, nothing queued); jobs already queued wait, and a health thread
-  reconnects and redeploys when it answers again.
+  (503, nothing queued); jobs already queued wait (no worker claims them), and a
+  health thread reconnects and redeploys when it answers again. A job stopped by
+  the outage goes back in the queue without using up an attempt: a replica lost
+  with the whole cluster is not the job's doing.
 """
 from __future__ import annotations
 
@@ -112,7 +114,12 @@ class RayBackend:
                 self.queue.wake(device)
 
     def _busy_kinds(self) -> set[str]:
-        """Kinds of roles whose replicas all have a job: the queue claims other kinds first."""
+        """Kinds of roles whose replicas all have a job: the queue claims other kinds first.
+
+        While the cluster is away every remote kind waits in the queue.
+        """
+        if not self.available:
+            return set(self.kinds)
         with self._in_flight_lock:
             full = {p.role for p in self.plans if self._in_flight.get(p.role, 0) >= p.max_replicas}
         return {kind for kind in self.kinds if role_of(kind) in full}
@@ -198,7 +205,8 @@ class RayBackend:
             response = self.cluster.handle(role).options(stream=True, method_name="run").remote(
                 kind, params, job, inputs)
         except Exception as exc:
-            raise JobInterrupted(f"could not reach the {role} deployment: {exc}", cause=CLUSTER_OUTAGE) from exc
+            raise JobInterrupted(f"could not reach the {role} deployment: {exc}", cause=CLUSTER_OUTAGE,
+                                  charged=False) from exc
         # A hung replica keeps its GPU share and would take the retry too: the watch ends it (Serve
         # starts another), which also ends this stream with an error.
         watch = _Silence(response, self.silence_s, on_silent=lambda: self._end_replica(self.ran_on.get(ctx.job_id)))
@@ -230,11 +238,14 @@ class RayBackend:
             if watch.silent:
                 raise JobInterrupted(f"no word from the {role} replica for {watch.limit_s:g} s",
                                      cause=REPLICA_FAILURE) from exc
-            if _is_lost_replica(exc):
-                raise JobInterrupted(f"the {role} replica died: {type(exc).__name__}", cause=REPLICA_FAILURE) from exc
+            # A replica lost with the whole cluster is an outage, not a replica failure the job may
+            # have caused: ask the cluster before charging the job an attempt.
             if not self.cluster.alive():
                 self._lost(exc)
-                raise JobInterrupted(f"the Ray cluster went away: {exc}", cause=CLUSTER_OUTAGE) from exc
+                raise JobInterrupted(f"the Ray cluster went away: {type(exc).__name__}: {exc}",
+                                     cause=CLUSTER_OUTAGE, charged=False) from exc
+            if _is_lost_replica(exc):
+                raise JobInterrupted(f"the {role} replica died: {type(exc).__name__}", cause=REPLICA_FAILURE) from exc
             raise
         finally:
             watch.stop()
@@ -263,7 +274,7 @@ class RayBackend:
         while not self.available:
             ctx.progress(0, "waiting for the Ray cluster")
             if time.monotonic() > deadline:
-                raise JobInterrupted("the Ray cluster is not reachable", cause=CLUSTER_OUTAGE)
+                raise JobInterrupted("the Ray cluster is not reachable", cause=CLUSTER_OUTAGE, charged=False)
             self._available.wait(1.0)
 
     # ------------------------------------------------------------------ health
@@ -276,10 +287,16 @@ class RayBackend:
         except Exception as exc:
             self._lost(exc)
             return False
+        log.info("Ray Serve is up: %s", ", ".join(f"{p.role} x{p.replicas}" for p in self.plans))
+        self._back()
+        return True
+
+    def _back(self) -> None:
         self.last_error = None
         self._available.set()
-        log.info("Ray Serve is up: %s", ", ".join(f"{p.role} x{p.replicas}" for p in self.plans))
-        return True
+        if self.queue is not None:  # the jobs that waited out the outage
+            for device in ("gpu", "cpu"):
+                self.queue.wake(device)
 
     def _lost(self, exc: BaseException) -> None:
         if self._available.is_set() or self.last_error is None:

@@ -77,11 +77,16 @@ class JobInterrupted(JobCancelled):
     ``cause`` completes "re-queued after a ..." and "interrupted by a ...":
     "shutdown" (``close`` past its grace period), or what a backend lost (a
     remote replica that died or went silent).
+
+    ``charged=False`` gives the attempt back: the stop was nobody's fault but the
+    infrastructure's (a whole cluster away), so it must not use up the attempts that
+    stop a job which keeps killing its replica.
     """
 
-    def __init__(self, message: str = "interrupted", *, cause: str = "shutdown"):
+    def __init__(self, message: str = "interrupted", *, cause: str = "shutdown", charged: bool = True):
         super().__init__(message)
         self.cause = cause
+        self.charged = charged
 
 
 class _Interrupted(JobInterrupted):

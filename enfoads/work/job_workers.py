@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -260,6 +261,9 @@ class WorkerMixin:
             self._progress_lane.flush()
             with self._db.write() as conn:
                 current = _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job.id,)).fetchone())
+                if not exc.charged:  # this run does not count against the job
+                    conn.execute("UPDATE jobs SET attempts = MAX(attempts - 1, 0) WHERE id = ?", (job.id,))
+                    current = replace(current, attempts=max(current.attempts - 1, 0))
                 event = self._interrupt(conn, current, self._clock(), exc.cause)
             self._publish(event)
             self.wake(job.device)
