@@ -93,15 +93,15 @@ def test_serve_ray_starts_a_local_ray_runs_jobs_there_and_stops_it_on_exit(model
         assert answer.json()["status"] == "success" and answer.json()["image"].startswith("data:image/png;base64,")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=60) == 0
-        # The GCS, the raylet and the replicas go with the server; Ray's agents notice their raylet
-        # is gone on their own poll, which a loaded machine can stretch to a minute.
+        log = server.log.read_text()
+        # The worker's own graceful exit, not an abort from Ray's signal handler on the way out.
+        assert "SIGABRT" not in log and f"Worker exiting (pid: {worker})" in log, log[-3000:]
+        # Every process of the local Ray goes with the server, Ray's agents too (on their own they
+        # would notice their raylet is gone on a poll a loaded machine stretches to a minute).
         exited = time.monotonic()
         while left := {pid: name for pid, name in ray_processes.items() if _alive(pid)}:
-            core = {pid: name for pid, name in left.items() if "Agent" not in name and "RuntimeEnv" not in name
-                    and "DashboardA" not in name}
-            assert not core or time.monotonic() - exited < 30, f"Ray outlived the server: {core}"
-            assert time.monotonic() - exited < 120, f"Ray's agents outlived the server: {left}"
-            time.sleep(0.5)
+            assert time.monotonic() - exited < 10, f"Ray outlived the server: {left}"
+            time.sleep(0.2)
     finally:
         server.stop()
 

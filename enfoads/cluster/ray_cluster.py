@@ -80,6 +80,10 @@ class RayCluster:
         self._keeper: threading.Thread | None = None
 
     def connect(self) -> None:
+        # Ray's C++ failure-signal handler catches the SIGTERM gunicorn stops the worker with, and the
+        # driver then aborts in ``ray.shutdown`` before it stops the local Ray: no graceful exit, and
+        # Ray's agents linger. Set before Ray starts its core worker in this process.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         import ray
         from ray import serve
 
@@ -173,6 +177,7 @@ class RayCluster:
 
         if not ray.is_initialized():
             return
+        started_here = _local_ray_processes() if self.local else []
         try:
             if self.local:
                 serve.shutdown()
@@ -185,3 +190,36 @@ class RayCluster:
             ray.shutdown()
             self.connected = False
             self._stop_local.set()
+            _kill(started_here)  # what ``ray.shutdown`` left: Ray's agents
+
+
+def _local_ray_processes() -> list:
+    """The processes of the Ray this process started: its descendants running Ray's code.
+
+    ``ray.shutdown`` stops the GCS and the raylet; Ray's agents only notice on their own
+    poll (up to a minute on a loaded machine), holding memory a Colab runtime is short of.
+    """
+    import psutil  # accelerate's dependency, so always installed
+    import ray
+
+    package = os.path.dirname(ray.__file__)
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if cmdline and (cmdline[0].startswith("ray::") or any(package in arg for arg in cmdline)):
+            found.append(proc)
+    return found
+
+
+def _kill(processes: list) -> None:
+    import psutil
+
+    for proc in processes:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(processes, timeout=5)
