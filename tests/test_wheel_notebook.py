@@ -2,8 +2,10 @@
 installed into a fresh Python, and the Colab notebook installing that wheel by itself.
 
 The fresh venv stands in for a Colab runtime: torch, torchvision, ipykernel and ipywidgets 7 (what Colab ships)
-are there, enfoads is not. It is made once per test session (about 30 s; installing the wheel's
-dependencies into it takes another minute, inside the notebook's install cell).
+are there, enfoads is not. It is made once per test session: torch, torchvision and ipykernel with
+what they require are linked in from this Python's install (a Colab image has them preinstalled;
+unpacking torch again took a minute), ipywidgets 7 is pip-installed. Installing the wheel's
+dependencies into it takes about half a minute, inside the notebook's install cell.
 """
 import json
 import os
@@ -49,8 +51,46 @@ def fresh_python(tmp_path_factory):
     venv = tmp_path_factory.mktemp("colab-like") / "venv"
     run([sys.executable, "-m", "venv", venv], timeout=300)
     python = venv / "bin" / "python"
-    run([python, "-m", "pip", "install", "-q", *TORCH_PIN, *COLAB_PREINSTALLED], timeout=900)
+    if link_preinstalled(python, ["torch", "torchvision", "ipykernel"]):
+        run([python, "-m", "pip", "install", "-q", *COLAB_PREINSTALLED], timeout=900)  # ipywidgets 7 and its own
+    else:
+        run([python, "-m", "pip", "install", "-q", *TORCH_PIN, *COLAB_PREINSTALLED], timeout=900)
     return python
+
+
+def link_preinstalled(python: Path, names: list[str]) -> bool:
+    """Give ``python``'s venv these distributions and everything they require, as symlinks to this
+    Python's installed files (dist-info included, so pip sees them installed), the way a Colab
+    image has them preinstalled: unpacking torch's 5 GB again would take a minute of the suite.
+    False (nothing linked) when this Python's torch is not the pinned one."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pins = dict(p.split("==") for p in TORCH_PIN if "==" in p)
+    if any(metadata.version(name) != version for name, version in pins.items()):
+        return False
+    target = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
+    todo, seen = list(names), set()
+    while todo:
+        dist = metadata.distribution(todo.pop())
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+        for file in dist.files or []:
+            source = Path(dist.locate_file(file))
+            if ".." in file.parts or "__pycache__" in file.parts or not source.is_file():
+                continue  # scripts in bin/ and compiled caches are not needed
+            dest = target / file
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                dest.symlink_to(source)
+    return True
 
 
 def package_files() -> list[str]:
