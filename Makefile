@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not gpu"
 
-.PHONY: venv serve test doctor tiny bench clean
+.PHONY: venv serve test test-quick doctor tiny bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ tiny: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything that runs in this process (test client, service contract, real
+# loaders on the tiny kit); leaves out `slow`, the tests of real processes (enfoads serve,
+# Ray, the notebook kernel, chromium, a fresh venv). `make test` (CI) runs them all.
+test-quick: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not gpu and not slow" $(QUICK_ARGS)
 
 bench: venv
 	$(PY) bench/residency_trace.py

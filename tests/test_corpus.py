@@ -25,6 +25,8 @@ from enfoads.security import Credentials
 from enfoads.models.tiny import build_tiny_kit
 from server_fixture import start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 CORPUS = Path(__file__).with_name("corpus")
 FILES = CORPUS / "files"
 CASES = json.loads((CORPUS / "cases.json").read_text())

@@ -28,6 +28,8 @@ from enfoads.testing.hub import FakeHub
 from enfoads.testing.replicas import publish_replicas, replica_catalog
 from server_fixture import start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 PROFILE = "cpu"
 IMAGE = "sd-turbo"
 COMMAND = f"enfoads preload --profile {PROFILE}"

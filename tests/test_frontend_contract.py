@@ -98,6 +98,7 @@ def wait_job(server, job_id: str, timeout: float = 120.0) -> dict:
 # ------------------------------------------------------------------ /api/assets
 
 
+@pytest.mark.slow
 def test_library_takes_the_frontends_assets_and_keeps_them_per_browser(server):
     a, b = Browser(server, CHROME), Browser(server, CHROME)  # two copies of one browser build
     now = int(time.time() * 1000)
@@ -126,6 +127,7 @@ def test_library_takes_the_frontends_assets_and_keeps_them_per_browser(server):
     assert all(x["prompt"] != "edited" for x in key_listed["assets"])
 
 
+@pytest.mark.slow
 def test_library_survives_a_restart(models_dir, tmp_path):
     build_tiny_kit(models_dir)
     data = tmp_path / "data"
@@ -159,6 +161,7 @@ def test_library_survives_a_restart(models_dir, tmp_path):
     ({"prompt": 5}, "prompt"), ({"prompt": "p" * 10_001}, "prompt"), ({"name": 5}, "name"),
     ({"metadata": "x"}, "metadata"), ({"owner": "me"}, "owner"),
 ])
+@pytest.mark.slow
 def test_library_refuses_bad_fields_by_name(browser, change, field):
     before = browser.library()["assets_count"]
     asset = {"id": 1, "type": "image", "content": PNG_URI, "prompt": "p", "createdAt": 1767225600000, **change}
@@ -169,6 +172,7 @@ def test_library_refuses_bad_fields_by_name(browser, change, field):
     assert browser.library()["assets_count"] == before
 
 
+@pytest.mark.slow
 def test_library_list_form_names_the_item(browser):
     before = browser.library()["assets_count"]
     good = {"id": 7, "type": "image", "content": PNG_URI, "prompt": "p", "createdAt": 1}
@@ -183,6 +187,7 @@ def test_library_list_form_names_the_item(browser):
 # ------------------------------------------------------------------ saved media URLs
 
 
+@pytest.mark.slow
 def test_a_saved_media_url_outlives_its_expiry(server):
     job = server.post("/api/jobs", json={"kind": "image.generate",
                                          "params": {"prompt": "a bottle", "width": 256, "height": 256}}).json()
@@ -212,6 +217,7 @@ def test_a_saved_media_url_outlives_its_expiry(server):
     assert browser.library()["assets"][1]["content"] == saved
 
 
+@pytest.mark.slow
 def test_the_video_url_the_frontend_saves_is_kept(server, browser):
     """The commercial page's flow: job_update's url -> db.addAsset({type: 'video', content: url})."""
     r = server.post("/render-video", json={"script": "Hola.", "avatar_id": "default", "resolution": 144, "fps": 10})
@@ -233,6 +239,7 @@ def test_the_video_url_the_frontend_saves_is_kept(server, browser):
 # ------------------------------------------------------------------ /voices and /gpu-status
 
 
+@pytest.mark.slow
 def test_voices_speak_the_frontends_gender_and_country(server, browser):
     voices = requests.get(server.frontend_base + "/voices", headers=browser.headers, timeout=10).json()["voices"]
     genders = {v["gender"] for v in voices}
@@ -251,6 +258,7 @@ def test_voices_speak_the_frontends_gender_and_country(server, browser):
         assert catalog.frontend_gender(voice.gender) in ("Female", "Male", "Unknown")
 
 
+@pytest.mark.slow
 def test_gpu_badge_is_green_on_a_cpu(server, browser):
     body = requests.get(server.frontend_base + "/gpu-status", headers=browser.headers, timeout=10).json()
     assert body["status"] == "online" and body["device"] == "cpu" and body["gpu"] is False
@@ -270,6 +278,7 @@ def preflight(url: str, origin: str, method: str = "POST") -> requests.Response:
         "Access-Control-Request-Headers": "content-type,authorization,ngrok-skip-browser-warning"})
 
 
+@pytest.mark.slow
 def test_cors_any_origin_under_the_secret_url_allow_list_at_the_root(server):
     for path, method in (("/auth/login", "POST"), ("/api/assets", "POST"), ("/gpu-status", "GET"), ("/", "GET")):
         r = preflight(server.frontend_base + path, STATIC_ORIGIN, method)
@@ -300,6 +309,7 @@ def test_cors_any_origin_under_the_secret_url_allow_list_at_the_root(server):
     assert listed.headers.get("Access-Control-Allow-Origin") == "http://localhost:5173"
 
 
+@pytest.mark.slow
 def test_socketio_from_any_origin_under_the_secret_url(server):
     socketio = pytest.importorskip("socketio")
     # The Engine.IO handshake a browser on a static host makes (socket.io-client's default path).

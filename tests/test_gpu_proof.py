@@ -111,6 +111,7 @@ def test_cpu_smoke_prints_every_figure_and_passes():
     assert float(figures["residency_measured_over_module"]) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_only_runs_the_named_checks():
     proc = _run("--cpu-smoke", "--only", "onnx")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

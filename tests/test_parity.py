@@ -34,6 +34,8 @@ from enfoads.testing.replicas import publish_replicas, replica_catalog
 from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 PROFILES = ("t4", "gpu", "cpu")
 # On t4/gpu, preload with every optional download: all Lightning step counts and the quality UNet.
 EXTRAS = {"t4": ("quality", "lightning-steps"), "gpu": ("quality", "lightning-steps"), "cpu": ()}

@@ -26,6 +26,8 @@ from enfoads.work.events import JobProgress  # noqa: E402
 
 from test_service_contract import SAMPLES, _asset_ids, _png_b64  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 # A slow tiny render: long enough to be killed or cancelled mid-way, with progress every step.
 SLOW = {"prompt": "a slow red bicycle", "steps": 30, "width": 512, "height": 512, "preview_every": 1,
         "cache": False}

@@ -24,6 +24,8 @@ from enfoads.models.tiny import build_tiny_kit  # noqa: E402
 
 from server_fixture import free_port, start_server  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 RAY = str(Path(sys.executable).with_name("ray"))
 # A throwaway cluster on 127.0.0.1: Ray's token auth would need the token passed to the head.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}

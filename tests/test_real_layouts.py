@@ -8,7 +8,6 @@ import fnmatch
 import hashlib
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -32,6 +32,8 @@ from enfoads.models.tiny import build_tiny_kit
 from enfoads.models.tiny.faces import face_test_pattern
 from server_fixture import start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 CORPUS_FILES = Path(__file__).with_name("corpus") / "files"
 MEMORY_WORDS = "out of GPU memory"
 

@@ -24,6 +24,8 @@ from enfoads.work.jobs import JobQueue
 from enfoads.models.tiny import build_tiny_kit
 from server_fixture import child_pids, start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 # Long enough on the tiny kit to be sure the signal lands while it runs (it reports progress each step).
 LONG_JOB = {"kind": "image.generate",
             "params": {"prompt": "a long one", "width": 384, "height": 384, "steps": 8, "cache": False}}

@@ -43,6 +43,7 @@ def server(models_dir, tmp_path_factory):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_every_route_cleans_the_same_way_and_says_so(server):
     expected_note = describe(clean_text(HOSTILE)[1])
     r = server.post("/generate-image", json={"prompt": HOSTILE, "width": 256, "height": 256, "steps": 4})

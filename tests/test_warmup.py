@@ -190,6 +190,7 @@ def test_off_loads_nothing_and_a_missing_model_is_skipped(models_dir, tmp_path):
         engine.close()
 
 
+@pytest.mark.slow
 def test_the_server_says_warming_then_warm(models_dir, tmp_path):
     srv = start_server(models_dir, tmp_path / "data", extra_env={"ENFOADS_WARM": "image,faces"})
     try:

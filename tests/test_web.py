@@ -17,6 +17,8 @@ from PIL import Image
 from enfoads.models.tiny import build_tiny_kit
 from server_fixture import start_server
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 FRONTEND_HEADERS = {"Content-Type": "application/json", "ngrok-skip-browser-warning": "true"}
 
 

@@ -22,6 +22,8 @@ import pytest
 import enfoads
 from test_notebook import assert_notebook_worked, execute_notebook, notebook_env
 
+pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
+
 REPO = Path(__file__).resolve().parents[1]
 # The Makefile's pin: the torch and torchvision pair Colab also ships together (spandrel needs both).
 TORCH_PIN = os.environ.get("TORCH_PIN", "torch==2.14.1 torchvision==0.29.1").split()
@@ -131,7 +133,6 @@ def test_sdist_and_wheel_carry_the_package_its_data_and_its_metadata(dists):
     assert "# Enfoads" in metadata  # the README as the long description
 
 
-@pytest.mark.slow
 def test_notebook_installs_the_wheel_into_a_fresh_python_and_serves(dists, fresh_python, models_dir, tmp_path, monkeypatch):
     python = fresh_python
     # Not preinstalled, whichever test ran first in this session.
@@ -164,7 +165,6 @@ def test_notebook_installs_the_wheel_into_a_fresh_python_and_serves(dists, fresh
     print(f"notebook with the wheel install executed in {elapsed:.1f} s", file=sys.stderr)
 
 
-@pytest.mark.slow
 def test_the_wheel_gives_a_working_enfoads_command(dists, fresh_python, models_dir, tmp_path):
     python = fresh_python
     run([python, "-m", "pip", "install", "-q", dists.wheel], timeout=900)  # its dependencies too (present after the notebook test)
