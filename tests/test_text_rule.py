@@ -2,6 +2,7 @@
 empty uploads refused by name; no server path in any error."""
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -81,9 +82,9 @@ def test_every_route_cleans_the_same_way_and_says_so(server):
     assert "text_cleaned" not in r.json() and "X-Text-Cleaned" not in r.headers
 
 
-def test_empty_upload_is_a_400_naming_the_field(server):
-    r = server.post("/v1/audio/transcriptions", files={"file": ("empty.wav", b"", "audio/wav")},
-                    data={"model": "whisper-1"})
+def test_empty_upload_is_a_400_naming_the_field(api):
+    r = api.post("/v1/audio/transcriptions", content_type="multipart/form-data",
+                 data={"file": (io.BytesIO(b""), "empty.wav", "audio/wav"), "model": "whisper-1"})
     assert r.status_code == 400, r.text
-    assert "file" in r.json()["message"] and "empty" in r.json()["message"]
-    assert requests.get(server.base + "/", timeout=5).json()["status"] == "online"
+    assert "file" in r.get_json()["message"] and "empty" in r.get_json()["message"]
+    assert api.get("/").get_json()["status"] == "online"
