@@ -15,6 +15,14 @@ def models_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture
+def online(monkeypatch):
+    """This run has HF_HUB_OFFLINE=1 (above); a test that talks to a local fake hub turns it off."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 # --------------------------------------------------------------------------- the app, as Flask's tutorial has it
 
 API_KEY = "test-key-0123456789"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import logging
 import time
 from pathlib import Path
 
@@ -195,6 +196,28 @@ def test_handler_exception_fails_the_job_with_type_and_message(make_queue):
     assert failed[0].error_type == "ValueError" and failed[0].error_message == "the prompt is empty"
     assert q.submit_and_wait("no_face", timeout=5).error["status"] == 422
     assert q.submit_and_wait("good", timeout=5).state == "succeeded"  # the worker lives on
+
+
+def test_the_log_has_a_traceback_for_a_bug_and_one_line_for_a_caller_visible_answer(make_queue, caplog):
+    q = make_queue()
+
+    def bug(params, ctx):
+        raise ValueError("a bug")
+
+    def no_face(params, ctx):
+        raise UnprocessableInput("no face in the image")
+
+    q.register("bug", bug)
+    q.register("no_face", no_face)
+    q.start()
+    with caplog.at_level(logging.INFO, logger="enfoads.work"):
+        bug_job = q.submit_and_wait("bug", timeout=5)
+        face_job = q.submit_and_wait("no_face", timeout=5)
+    records = {r.getMessage().split(" ")[1]: r for r in caplog.records if " failed" in r.getMessage()}
+    assert records[bug_job.id].levelno == logging.ERROR and records[bug_job.id].exc_info, records
+    face = records[face_job.id]
+    assert face.levelno == logging.WARNING and not face.exc_info, face
+    assert face.getMessage() == f"job {face_job.id} (no_face) failed: 422 unprocessable: no face in the image"
 
 
 def test_an_uncharged_interruption_gives_the_attempt_back_and_a_charged_one_uses_it_up(make_queue):

@@ -235,3 +235,20 @@ def test_profile_detection_without_torch(tmp_path):
     ]
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [["t4", "gpu", "cpu", "cpu"], False]
+
+
+def test_the_server_log_shows_each_library_warning_once_in_its_format():
+    # What `enfoads serve` sets up; without a network huggingface_hub warns on every retry.
+    code = (
+        "from enfoads.cli.server import configure_logging\n"
+        "configure_logging()\n"
+        "from huggingface_hub.utils import logging as hub_logging\n"
+        "hub_logging.get_logger('huggingface_hub.utils._http').warning('retry-probe thrown')\n"
+        "import logging; logging.getLogger('enfoads.test').info('own-probe')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert [x for x in lines if "retry-probe" in x] == [
+        next(x for x in lines if "WARNING huggingface_hub.utils._http: retry-probe thrown" in x)], lines
+    assert len([x for x in lines if "INFO enfoads.test: own-probe" in x]) == 1, lines

@@ -37,14 +37,6 @@ def hub():
 
 
 @pytest.fixture
-def online(monkeypatch):
-    """conftest sets HF_HUB_OFFLINE=1 for the whole run; these tests talk to the fake hub."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-
-@pytest.fixture
 def cache(tmp_path):
     return tmp_path / "models"
 

@@ -316,7 +316,25 @@ class _Application(BaseApplication):
             sys.exit(1)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """Every record once, in one format, through the root handler.
+
+    huggingface_hub adds a bare stream handler of its own to its logger and still propagates, so each
+    of its warnings (a retry, a resumed download) would print twice; that handler goes.
+    """
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    from huggingface_hub.utils import logging as hub_logging  # its handler is added on import
+
+    hub_logger = hub_logging.get_logger()  # the library's root logger, "huggingface_hub"
+    for handler in list(hub_logger.handlers):
+        if type(handler) is logging.StreamHandler:
+            hub_logger.removeHandler(handler)
+
+
 def serve(settings: Settings, *, public_base: str | None = None) -> None:
     """Run the server until SIGTERM or Ctrl-C (then exit 0); open the configured tunnel first."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     _Application(settings, public_base).run()

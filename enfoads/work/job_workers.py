@@ -270,11 +270,15 @@ class WorkerMixin:
         except JobCancelled:
             self._finish(job, CANCELLED)
         except Exception as exc:
-            log.exception("job %s (%s) failed", job.id, job.kind)
+            status, code = status_and_code(exc)
+            if status == 500:  # a bug, or a failure no error type describes: the traceback is the lead
+                log.exception("job %s (%s) failed", job.id, job.kind)
+            else:  # a caller-visible answer (bad input, model not installed, out of memory): one line
+                log.warning("job %s (%s) failed: %s %s: %s", job.id, job.kind, status, code, exc)
             # Shown to clients (job views, events): no server paths; the log above has them. A remote
             # backend's error keeps the name of the type raised where the job ran (``error_type``).
             name = getattr(exc, "error_type", None) or type(exc).__name__
-            self._finish(job, FAILED, error=(name, redact_paths(str(exc))[:_MAX_ERROR], *status_and_code(exc)))
+            self._finish(job, FAILED, error=(name, redact_paths(str(exc))[:_MAX_ERROR], status, code))
         else:
             # Before the job counts as finished: whoever sees it succeeded sees the quota kept.
             self.cleanup_assets()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from enfoads.work import events as ev
-from enfoads.models.catalog import ModelEntry
+from enfoads.models.catalog import HubFiles, ModelEntry
 from enfoads.models.installer.overrides import apply_catalog_overrides, load_catalog_overrides
 from enfoads.models.installer.progress import (
     CHECKING,
@@ -57,6 +57,10 @@ class ModelDownloadingError(ModelNotInstalledError):
             what = f"is queued for download ({_human(progress.get('bytes_total'))}) after the models before it"
         else:
             what = "is about to be downloaded (the server is checking what it needs)"
+        if progress.get("last_error"):
+            # A download that keeps failing must not read as one that is merely slow.
+            what += (f", attempt {progress.get('attempts')} of {progress.get('max_attempts')} "
+                     f"(the last one failed: {progress['last_error']})")
         message = f"model {entry.id!r} {what}; it is used as soon as it is installed: retry in a minute"
         # EnfoadsError's constructor: the message is written here, not ModelNotInstalledError's.
         super(ModelNotInstalledError, self).__init__(message, details={"model_id": entry.id, **self.progress})
@@ -74,6 +78,7 @@ class Installer:
         overrides: ``{model_id: {component: {field: value}}}`` for the download (tests).
         retries: further attempts after a failed download (each resumes the partial files).
         retry_delay_s: wait before the first retry (doubled each time).
+        endpoint: the hub URL; default ``HF_ENDPOINT`` / huggingface.co.
         poll_s: how often progress is read from the disk.
         log_every_s: how often the log shows a download's progress.
     """
@@ -91,6 +96,7 @@ class Installer:
         retry_delay_s: float = 5.0,
         poll_s: float = 0.5,
         log_every_s: float = 5.0,
+        endpoint: str | None = None,
     ):
         if mode not in ("auto", "off"):
             raise ValueError(f"mode must be 'auto' or 'off', not {mode!r}")
@@ -104,6 +110,7 @@ class Installer:
         self.retry_delay_s = float(retry_delay_s)
         self.poll_s = float(poll_s)
         self.log_every_s = float(log_every_s)
+        self.endpoint = endpoint
         self._tracks: dict[str, _Track] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -185,7 +192,8 @@ class Installer:
         from enfoads.models.preload import InsufficientDiskError, preload
 
         try:
-            plan = preload(missing, models_dir=self.models_dir, dry_run=True, progress=False, out=None)
+            plan = preload(missing, models_dir=self.models_dir, dry_run=True, endpoint=self.endpoint,
+                           progress=False, out=None)
         except InsufficientDiskError as exc:
             self._fail_all(str(exc))
             return
@@ -214,10 +222,19 @@ class Installer:
         )
         for t in list(self._tracks.values()):
             self._publish(t, force=True)
+        hub_down = ""  # why the hub gave no answer, once a hub model's attempts all ended that way
         for entry in missing:
             if self._stop.is_set():
                 return
-            self._install(self._tracks[entry.id])
+            track = self._tracks[entry.id]
+            from_hub = any(isinstance(src, HubFiles) for src in entry.sources.values())
+            if hub_down and from_hub:
+                # The others would sit through the same retries: they fail now, with the same reason.
+                self._give_up(track, hub_down)
+                continue
+            unreachable = self._install(track)
+            if unreachable and from_hub:
+                hub_down = unreachable
 
     def _fail_all(self, message: str) -> None:
         log.error("automatic model download refused: %s; run `%s` after freeing space", message, self.command)
@@ -227,14 +244,17 @@ class Installer:
         for t in list(self._tracks.values()):
             self._publish(t, force=True)
 
-    def _install(self, track: _Track) -> None:
+    def _install(self, track: _Track) -> str:
+        """Download ``track``'s model, retrying; returns why its host gave no answer if that is how it ended."""
         from enfoads.models.preload import PreloadError, preload
         from enfoads.models.registry import presence
 
         entry = track.entry
+        unreachable = False
         for attempt in range(self.retries + 1):
             with self._lock:
                 track.state, track.message, track.attempts = DOWNLOADING, "", attempt + 1
+                track.max_attempts = self.retries + 1
                 track.started_at = track.started_at or time.monotonic()
             self._publish(track, force=True)
             log.info("downloading %s (%s, %s)", entry.id, entry.role, _human(track.bytes_total))
@@ -245,9 +265,10 @@ class Installer:
             watcher.start()
             note = ""
             try:
-                report = preload([entry], models_dir=self.models_dir, progress=False, out=None)
+                report = preload([entry], models_dir=self.models_dir, endpoint=self.endpoint, progress=False, out=None)
                 status = report.models[0].status if report.models else "missing"
                 note = report.models[0].note if report.models else ""
+                unreachable = bool(report.models and report.models[0].unreachable)
                 ok = report.ok and status in ("downloaded", "present")
             except PreloadError as exc:
                 ok, note = False, str(exc)
@@ -261,10 +282,10 @@ class Installer:
                 with self._lock:
                     track.state, track.bytes_done = INSTALLED, track.bytes_total
                     track.seconds = time.monotonic() - (track.started_at or time.monotonic())
-                    track.message = ""
+                    track.message = track.last_error = ""
                 self._publish(track, force=True)
                 log.info("%s is installed (%s in %.1f s)", entry.id, _human(track.bytes_total), track.seconds)
-                return
+                return ""
             if ok:
                 note = f"downloaded, but the loader would not find it: {here.detail}"
             if attempt < self.retries and not self._stop.is_set():
@@ -272,16 +293,23 @@ class Installer:
                 log.warning("downloading %s failed (%s); retrying in %.0f s (partial files are resumed)",
                             entry.id, note, delay)
                 with self._lock:
-                    track.message = f"attempt {attempt + 1} failed ({note}); retrying"
+                    track.last_error = note
+                    track.message = f"attempt {attempt + 1} failed ({note}); retrying in {delay:.0f} s"
+                self._publish(track, force=True)
                 if self._stop.wait(delay):
-                    return
+                    return ""
                 continue
-            with self._lock:
-                track.state, track.message = FAILED, f"the download failed: {note}; run `{self.command}`"
-            self._publish(track, force=True)
-            log.error("could not download %s: %s. Requests that need it answer 503; run `%s`.",
-                      entry.id, note, self.command)
-            return
+            self._give_up(track, note)
+            return note if unreachable else ""
+        return ""
+
+    def _give_up(self, track: _Track, note: str) -> None:
+        with self._lock:
+            track.state, track.message = FAILED, f"the download failed: {note}; run `{self.command}`"
+            track.last_error = note
+        self._publish(track, force=True)
+        log.error("could not download %s: %s. Requests that need it answer 503; run `%s`.",
+                  track.entry.id, note, self.command)
 
     def _watch(self, track: _Track, stop: threading.Event) -> None:
         last_log = time.monotonic()

@@ -32,6 +32,8 @@ class _Track:
     started_at: float | None = None
     seconds: float | None = None
     attempts: int = 0
+    max_attempts: int = 1
+    last_error: str = ""  # why the previous attempt failed (kept while the next one runs)
 
     def percent(self) -> float:
         if self.state == INSTALLED:
@@ -50,6 +52,8 @@ class _Track:
         }
         if self.message:
             out["message"] = self.message
+        if self.last_error:
+            out.update(attempts=self.attempts, max_attempts=self.max_attempts, last_error=self.last_error)
         return out
 
 

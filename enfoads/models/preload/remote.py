@@ -68,6 +68,48 @@ def _common_folder(patterns: list[str] | None) -> str:
     return common.replace(os.sep, "/")
 
 
+PROBE_TIMEOUT_S = 10.0
+
+
+class Reachability:
+    """Whether each host a run downloads from answers: one request per host per run, no retries.
+
+    Any HTTP answer, an error status included, means reachable; only a request that gets none (no DNS,
+    refused, TLS, a timeout) counts. Without a network, every hub file list would otherwise sit through
+    huggingface_hub's own five retries (about 23 s per model), and every release file through five more.
+    """
+
+    def __init__(self, endpoint: str | None):
+        self.endpoint = endpoint
+        self._seen: dict[str, str | None] = {}
+
+    def why_not(self, src) -> str | None:
+        """Why ``src``'s host (the hub for ``HubFiles``, the URL's host otherwise) gives no answer, or None."""
+        from urllib.parse import urlsplit
+
+        from huggingface_hub import constants
+
+        if isinstance(src, HubFiles):
+            origin, hint = (self.endpoint or constants.ENDPOINT).rstrip("/"), " (or HF_ENDPOINT)"
+        else:
+            parts = urlsplit(src.url)
+            origin, hint = f"{parts.scheme}://{parts.netloc}", ""
+        if origin not in self._seen:
+            self._seen[origin] = _probe(origin, hint)
+        return self._seen[origin]
+
+
+def _probe(origin: str, hint: str) -> str | None:
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(origin + "/", timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - whatever the HTTP library raises, there was no answer
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return f"cannot reach {origin} ({type(exc).__name__}: {first}): check this machine's network{hint}"
+    return None
+
+
 def _archive_size(url: str) -> int | None:
     from huggingface_hub.utils import get_session
 

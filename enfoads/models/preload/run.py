@@ -13,7 +13,7 @@ from enfoads.models.preload.errors import InsufficientDiskError, PreloadError
 from enfoads.models.preload.fetch import _bar_classes, _fetch_archive, _fetch_hub
 from enfoads.models.preload.layout import _matching_version, free_disk_bytes
 from enfoads.models.preload.plans import ComponentPlan, FilePlan, ModelPlan, PreloadReport, human_bytes
-from enfoads.models.preload.remote import _plan_archive, _plan_hub
+from enfoads.models.preload.remote import Reachability, _plan_archive, _plan_hub
 from enfoads.models.preload.selection import (
     _check_unused_revisions,
     _hub_sources,
@@ -144,11 +144,16 @@ def preload(
 
         token = resolve_hf_token(token)
         api = HfApi(endpoint=endpoint, token=token)
+    hosts = Reachability(endpoint)
     for plan, targets in needs_hub:
         entry = plan.entry
         try:
             if _offline():
                 raise PreloadError("offline (HF_HUB_OFFLINE=1)")
+            down = next(filter(None, map(hosts.why_not, entry.sources.values())), None)
+            if down:
+                plan.unreachable = True
+                raise PreloadError(down)
             for name, src in entry.sources.items():
                 if isinstance(src, HubFiles):
                     plan.components.append(_plan_hub(api, models_dir, name, src, targets[name]))
