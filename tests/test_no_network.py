@@ -64,13 +64,13 @@ def hub_entries():
     return [e for e in select_models(PROFILE) if any(isinstance(s, HubFiles) for s in e.sources.values())]
 
 
-def url_overrides(host: SilentHost) -> dict:
-    """The profile's release-file downloads sent to the silent host too (never to the real sites)."""
+def url_overrides(base_url: str) -> dict:
+    """The profile's release-file downloads sent to ``base_url`` (never to the real sites)."""
     out = {}
     for e in select_models(PROFILE):
         for name, src in e.sources.items():
             if isinstance(src, (UrlArchive, UrlFile)):
-                out.setdefault(e.id, {})[name] = {"url": f"{host.url}/{src.url.rsplit('/', 1)[-1]}"}
+                out.setdefault(e.id, {})[name] = {"url": f"{base_url}/{src.url.rsplit('/', 1)[-1]}"}
     return out
 
 
@@ -82,7 +82,7 @@ def test_preload_asks_a_silent_hub_once_and_every_model_says_why(online, silent,
                      progress=False, out=None)
     assert silent.probes() == 1 and len(silent.lines) == 1, silent.lines  # nothing asked per model
     for m in report.models:
-        assert m.unreachable, (m.entry.id, m.status, m.note)
+        assert m.unreachable == silent.url, (m.entry.id, m.status, m.note)
         assert f"cannot reach {silent.url} (" in m.note and "check this machine's network" in m.note, m.note
         assert m.status == ("download" if dry_run else "failed"), (m.entry.id, m.status)
     assert not report.ok or dry_run
@@ -117,7 +117,7 @@ def wait_for(predicate, timeout=30.0):
 
 
 def installer_for(host: SilentHost, models_dir, **kw) -> Installer:
-    return Installer(models_dir, PROFILE, endpoint=host.url, overrides=url_overrides(host), **kw)
+    return Installer(models_dir, PROFILE, endpoint=host.url, overrides=url_overrides(host.url), **kw)
 
 
 def test_while_a_download_is_retried_the_503_says_why_the_last_attempt_failed(online, silent, tmp_path):
@@ -140,17 +140,36 @@ def test_once_a_model_gives_up_on_a_silent_hub_the_others_fail_at_once_with_the_
     try:
         assert installer.wait(timeout=60)
         status = installer.status()
-        # Only probes reached the host: no file list, no file; after the first hub model gave up, no
-        # other hub model asked again (one probe for the plan, one per model that made an attempt).
-        assert len(silent.lines) == silent.probes() == 2 + len(url_overrides(silent)), silent.lines
+        # Only probes reached the host: no file list, no file. One for the plan, one for the first
+        # model's attempt; every model after it (the release files too: the same host here) failed at once.
+        assert len(silent.lines) == silent.probes() == 2, silent.lines
         for e in hub_entries():
             assert status[e.id]["state"] == "failed", (e.id, status[e.id])
             assert f"cannot reach {silent.url} (" in status[e.id]["message"], status[e.id]
             err = installer.explain(ModelNotInstalledError(e, "not in the models folder"))
             assert type(err) is ModelNotInstalledError and err.status == 503, err
             assert "cannot reach" in str(err) and f"run `enfoads preload --profile {PROFILE}`" in str(err), str(err)
-        # The release files (another host) are tried on their own, and fail with their own reason.
-        for model_id in url_overrides(silent):
-            assert status[model_id]["state"] == "failed", status[model_id]
+        for model_id in url_overrides(silent.url):
+            assert status[model_id]["state"] == "failed" and "cannot reach" in status[model_id]["message"]
     finally:
         installer.close(timeout=10)
+
+
+def test_a_silent_hub_does_not_fail_the_models_of_a_host_that_answers(online, silent, tmp_path):
+    from enfoads.testing.hub import FakeHub
+
+    releases = FakeHub()  # answers, but has none of the release files: each fails on its own (404)
+    releases.start()
+    try:
+        overrides = url_overrides(releases.endpoint)
+        installer = Installer(tmp_path / "models", PROFILE, endpoint=silent.url, overrides=overrides, retries=0).start()
+        assert installer.wait(timeout=60)
+        status = installer.status()
+    finally:
+        releases.stop()
+    assert overrides
+    for model_id in overrides:
+        assert status[model_id]["state"] == "failed", status[model_id]
+        assert "cannot reach" not in status[model_id]["message"], status[model_id]
+    for e in hub_entries():
+        assert f"cannot reach {silent.url} (" in status[e.id]["message"], status[e.id]

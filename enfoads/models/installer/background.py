@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from enfoads.work import events as ev
-from enfoads.models.catalog import HubFiles, ModelEntry
+from enfoads.models.catalog import ModelEntry
 from enfoads.models.installer.overrides import apply_catalog_overrides, load_catalog_overrides
 from enfoads.models.installer.progress import (
     CHECKING,
@@ -190,6 +190,7 @@ class Installer:
 
     def _install_all(self, missing: list[ModelEntry]) -> None:
         from enfoads.models.preload import InsufficientDiskError, preload
+        from enfoads.models.preload.remote import Reachability
 
         try:
             plan = preload(missing, models_dir=self.models_dir, dry_run=True, endpoint=self.endpoint,
@@ -222,19 +223,20 @@ class Installer:
         )
         for t in list(self._tracks.values()):
             self._publish(t, force=True)
-        hub_down = ""  # why the hub gave no answer, once a hub model's attempts all ended that way
+        hosts = Reachability(self.endpoint)
+        down: dict[str, str] = {}  # host -> why, once a model's attempts all ended with it giving no answer
         for entry in missing:
             if self._stop.is_set():
                 return
             track = self._tracks[entry.id]
-            from_hub = any(isinstance(src, HubFiles) for src in entry.sources.values())
-            if hub_down and from_hub:
-                # The others would sit through the same retries: they fail now, with the same reason.
-                self._give_up(track, hub_down)
+            known = next((down[h] for h in map(hosts.origin, entry.sources.values()) if h in down), "")
+            if known:
+                # It would sit through the same retries: it fails now, with the same reason.
+                self._give_up(track, known)
                 continue
-            unreachable = self._install(track)
-            if unreachable and from_hub:
-                hub_down = unreachable
+            host, why = self._install(track)
+            if host:
+                down[host] = why
 
     def _fail_all(self, message: str) -> None:
         log.error("automatic model download refused: %s; run `%s` after freeing space", message, self.command)
@@ -244,13 +246,13 @@ class Installer:
         for t in list(self._tracks.values()):
             self._publish(t, force=True)
 
-    def _install(self, track: _Track) -> str:
-        """Download ``track``'s model, retrying; returns why its host gave no answer if that is how it ended."""
+    def _install(self, track: _Track) -> tuple[str, str]:
+        """Download ``track``'s model, retrying; ``(host, why)`` if it ended with a host giving no answer."""
         from enfoads.models.preload import PreloadError, preload
         from enfoads.models.registry import presence
 
         entry = track.entry
-        unreachable = False
+        unreachable = ""
         for attempt in range(self.retries + 1):
             with self._lock:
                 track.state, track.message, track.attempts = DOWNLOADING, "", attempt + 1
@@ -268,7 +270,7 @@ class Installer:
                 report = preload([entry], models_dir=self.models_dir, endpoint=self.endpoint, progress=False, out=None)
                 status = report.models[0].status if report.models else "missing"
                 note = report.models[0].note if report.models else ""
-                unreachable = bool(report.models and report.models[0].unreachable)
+                unreachable = report.models[0].unreachable if report.models else ""
                 ok = report.ok and status in ("downloaded", "present")
             except PreloadError as exc:
                 ok, note = False, str(exc)
@@ -285,7 +287,7 @@ class Installer:
                     track.message = track.last_error = ""
                 self._publish(track, force=True)
                 log.info("%s is installed (%s in %.1f s)", entry.id, _human(track.bytes_total), track.seconds)
-                return ""
+                return "", ""
             if ok:
                 note = f"downloaded, but the loader would not find it: {here.detail}"
             if attempt < self.retries and not self._stop.is_set():
@@ -297,11 +299,11 @@ class Installer:
                     track.message = f"attempt {attempt + 1} failed ({note}); retrying in {delay:.0f} s"
                 self._publish(track, force=True)
                 if self._stop.wait(delay):
-                    return ""
+                    return "", ""
                 continue
             self._give_up(track, note)
-            return note if unreachable else ""
-        return ""
+            return (unreachable, note) if unreachable else ("", "")
+        return "", ""
 
     def _give_up(self, track: _Track, note: str) -> None:
         with self._lock:

@@ -61,7 +61,7 @@ class ModelPlan:
     components: list[ComponentPlan] = field(default_factory=list)
     status: str = "pending"  # present, download, built, system, downloaded, failed, missing
     note: str = ""
-    unreachable: bool = False  # failed because the hub gave no answer (the note says why)
+    unreachable: str = ""  # the host that gave no answer, when that is why it failed (the note says so)
     pin: bool | None = None  # True: a --revision chose this version (pin it)
     version: str | None = None
     size: int = 0

@@ -83,19 +83,22 @@ class Reachability:
         self.endpoint = endpoint
         self._seen: dict[str, str | None] = {}
 
-    def why_not(self, src) -> str | None:
-        """Why ``src``'s host (the hub for ``HubFiles``, the URL's host otherwise) gives no answer, or None."""
+    def origin(self, src) -> str:
+        """The host ``src`` downloads from: the hub for ``HubFiles``, the URL's scheme and host otherwise."""
         from urllib.parse import urlsplit
 
         from huggingface_hub import constants
 
         if isinstance(src, HubFiles):
-            origin, hint = (self.endpoint or constants.ENDPOINT).rstrip("/"), " (or HF_ENDPOINT)"
-        else:
-            parts = urlsplit(src.url)
-            origin, hint = f"{parts.scheme}://{parts.netloc}", ""
+            return (self.endpoint or constants.ENDPOINT).rstrip("/")
+        parts = urlsplit(src.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def why_not(self, src) -> str | None:
+        """Why ``src``'s host gives no answer, or None (asked once per host)."""
+        origin = self.origin(src)
         if origin not in self._seen:
-            self._seen[origin] = _probe(origin, hint)
+            self._seen[origin] = _probe(origin, " (or HF_ENDPOINT)" if isinstance(src, HubFiles) else "")
         return self._seen[origin]
 
 

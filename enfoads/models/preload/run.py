@@ -150,10 +150,10 @@ def preload(
         try:
             if _offline():
                 raise PreloadError("offline (HF_HUB_OFFLINE=1)")
-            down = next(filter(None, map(hosts.why_not, entry.sources.values())), None)
-            if down:
-                plan.unreachable = True
-                raise PreloadError(down)
+            for src in entry.sources.values():
+                if why := hosts.why_not(src):
+                    plan.unreachable = hosts.origin(src)
+                    raise PreloadError(why)
             for name, src in entry.sources.items():
                 if isinstance(src, HubFiles):
                     plan.components.append(_plan_hub(api, models_dir, name, src, targets[name]))
