@@ -1,5 +1,6 @@
-"""Planning against the sources: what the hub (commit, file list, sizes, LFS sha256) or a release
-server says a component weighs, and which of its files are already on disk or partly downloaded."""
+"""Planning against the sources: whether each host answers at all, what the hub (commit, file list,
+sizes, LFS sha256) or a release server says a component weighs, and which of its files are already
+on disk or partly downloaded."""
 from __future__ import annotations
 
 import os
