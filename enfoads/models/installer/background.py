@@ -234,9 +234,9 @@ class Installer:
                 # It would sit through the same retries: it fails now, with the same reason.
                 self._give_up(track, known)
                 continue
-            host, why = self._install(track)
+            host = self._install(track)
             if host:
-                down[host] = why
+                down[host] = track.last_error
 
     def _fail_all(self, message: str) -> None:
         log.error("automatic model download refused: %s; run `%s` after freeing space", message, self.command)
@@ -246,13 +246,12 @@ class Installer:
         for t in list(self._tracks.values()):
             self._publish(t, force=True)
 
-    def _install(self, track: _Track) -> tuple[str, str]:
-        """Download ``track``'s model, retrying; ``(host, why)`` if it ended with a host giving no answer."""
+    def _install(self, track: _Track) -> str:
+        """Download ``track``'s model, retrying; the host that gave no answer, if that is how it ended."""
         from enfoads.models.preload import PreloadError, preload
         from enfoads.models.registry import presence
 
         entry = track.entry
-        unreachable = ""
         for attempt in range(self.retries + 1):
             with self._lock:
                 track.state, track.message, track.attempts = DOWNLOADING, "", attempt + 1
@@ -265,7 +264,7 @@ class Installer:
                 target=self._watch, args=(track, stop_watch), name="enfoads-installer-progress", daemon=True
             )
             watcher.start()
-            note = ""
+            note, unreachable = "", ""
             try:
                 report = preload([entry], models_dir=self.models_dir, endpoint=self.endpoint, progress=False, out=None)
                 status = report.models[0].status if report.models else "missing"
@@ -287,7 +286,7 @@ class Installer:
                     track.message = track.last_error = ""
                 self._publish(track, force=True)
                 log.info("%s is installed (%s in %.1f s)", entry.id, _human(track.bytes_total), track.seconds)
-                return "", ""
+                return ""
             if ok:
                 note = f"downloaded, but the loader would not find it: {here.detail}"
             if attempt < self.retries and not self._stop.is_set():
@@ -299,11 +298,11 @@ class Installer:
                     track.message = f"attempt {attempt + 1} failed ({note}); retrying in {delay:.0f} s"
                 self._publish(track, force=True)
                 if self._stop.wait(delay):
-                    return "", ""
+                    return ""
                 continue
             self._give_up(track, note)
-            return (unreachable, note) if unreachable else ("", "")
-        return "", ""
+            return unreachable
+        return ""
 
     def _give_up(self, track: _Track, note: str) -> None:
         with self._lock:

@@ -16,3 +16,10 @@ class InsufficientDiskError(PreloadError):
 
 class ChecksumMismatchError(PreloadError):
     pass
+
+
+def short_reason(exc: BaseException) -> str:
+    """One line for a report: a ``PreloadError``'s own message, else the type and the first line."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return first if isinstance(exc, PreloadError) else f"{type(exc).__name__}: {first}"

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from enfoads.models.catalog import HubFiles, UrlArchive
-from enfoads.models.preload.errors import ChecksumMismatchError, PreloadError
+from enfoads.models.preload.errors import ChecksumMismatchError, PreloadError, short_reason
 from enfoads.models.preload.layout import COMMIT_RE, _partial_path, _snapshot_file, repo_storage
 from enfoads.models.preload.plans import ComponentPlan, FilePlan
 
@@ -109,8 +109,7 @@ def _probe(origin: str, hint: str) -> str | None:
     try:
         get_session().head(origin + "/", timeout=PROBE_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - whatever the HTTP library raises, there was no answer
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return f"cannot reach {origin} ({type(exc).__name__}: {first}): check this machine's network{hint}"
+        return f"cannot reach {origin} ({short_reason(exc)}): check this machine's network{hint}"
     return None
 
 

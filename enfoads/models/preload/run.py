@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from enfoads.models.catalog import HubFiles, ModelEntry, UrlArchive
 from enfoads.models.manifest import Manifest, VersionRecord
-from enfoads.models.preload.errors import InsufficientDiskError, PreloadError
+from enfoads.models.preload.errors import InsufficientDiskError, PreloadError, short_reason
 from enfoads.models.preload.fetch import _bar_classes, _fetch_archive, _fetch_hub
 from enfoads.models.preload.layout import _matching_version, free_disk_bytes
 from enfoads.models.preload.plans import ComponentPlan, FilePlan, ModelPlan, PreloadReport, human_bytes
@@ -162,10 +162,10 @@ def preload(
         except Exception as exc:  # noqa: BLE001 - reported per model, the others go on
             if dry_run:
                 plan.components = _estimate(entry, models_dir)
-                plan.status, plan.note = "download", f"estimate; {_short(exc)}"
+                plan.status, plan.note = "download", f"estimate; {short_reason(exc)}"
                 plan.size = sum(c.size for c in plan.components)
                 continue
-            plan.status, plan.note = "failed", _short(exc)
+            plan.status, plan.note = "failed", short_reason(exc)
             continue
         plan.status = "download"
         plan.size = sum(c.size for c in plan.components)
@@ -218,7 +218,7 @@ def preload(
                 components[comp.name] = record
                 plan.downloaded += fetched
         except Exception as exc:  # noqa: BLE001 - reported per model; partial files stay for a resume
-            plan.status, plan.note, plan.seconds = "failed", _short(exc), time.perf_counter() - t0
+            plan.status, plan.note, plan.seconds = "failed", short_reason(exc), time.perf_counter() - t0
             continue
         version = VersionRecord(components)
         pinned = True if plan.pin else None
@@ -244,9 +244,3 @@ def _estimate(entry: ModelEntry, models_dir: Path) -> list[ComponentPlan]:
         rest = max(0, entry.download_bytes - sum(p.size for p in plans))
         plans.append(ComponentPlan(name, src, src.revision, None, [FilePlan("*", rest)]))
     return plans
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, PreloadError) else first
