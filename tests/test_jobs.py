@@ -318,6 +318,28 @@ def test_calls_on_a_worker_run_before_its_next_job_and_are_cancelled_at_close(ma
     assert late.cancelled() and "never" not in order
 
 
+def test_close_does_not_wait_for_a_call_in_progress_and_loses_no_job(make_queue, tmp_path, caplog):
+    # SIGTERM during the warm start: the model load in progress has no row to re-queue, so the
+    # shutdown must not sit out the few seconds a running job gets to reach its next step.
+    q = make_queue()
+    q.register("g", lambda p, ctx: {}, device=GPU)
+    q.start()
+    loading, release = threading.Event(), threading.Event()
+    q.call_on_worker(lambda: loading.set() or release.wait(30))
+    assert loading.wait(5)
+    queued = q.submit("g")
+    closer = threading.Thread(target=q.close, kwargs={"grace_s": 0})
+    closer.start()
+    closer.join(3.0)  # the old close waited 5 s here
+    try:
+        assert not closer.is_alive(), "close waited for the call in progress"
+        assert JobQueue(tmp_path).get(queued.id).state == "queued"  # runs at the next start
+        assert "abandoning" not in caplog.text
+    finally:
+        release.set()
+        closer.join(10)
+
+
 def test_many_threads_submitting_at_once(make_queue):
     q = make_queue(cpu_workers=2)
     ran = collections.Counter()

@@ -369,3 +369,61 @@ def test_injected_oom_inside_a_lease_takes_the_recovery_path():
         assert model.key == "a"
     m.inject_oom("a", times=1)
     assert m.run("a", lambda model: model.key) == "a"  # run() retries once
+
+
+def test_close_unloads_the_idle_models_and_does_not_wait_for_one_in_use():
+    # At shutdown a lease can belong to a thread the job queue left behind (a warm-start load,
+    # a job that stopped reporting progress): close must not wait for it, maybe forever.
+    m = manager(gpu=10, ram=10)
+    add(m, "idle", 2)
+    add(m, "held", 2)
+    with m.use("idle"):
+        pass
+    leased, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def hold():
+        with m.use("held"):
+            leased.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert leased.wait(5)
+    closer = threading.Thread(target=lambda: (m.close(), closed.set()))
+    closer.start()
+    try:
+        assert closed.wait(5), "close waited for the lease"
+        assert tiers(m) == {"idle": None, "held": GPU}
+    finally:
+        release.set()
+        holder.join(5)
+        closer.join(5)
+
+
+def test_close_during_a_load_returns_and_leaves_the_models_to_the_exit():
+    m = manager(gpu=10, ram=10)
+    add(m, "idle", 2)
+    with m.use("idle"):
+        pass
+    loading, release = threading.Event(), threading.Event()
+
+    class SlowToLoad(SimulatedAdapter):
+        def load(self, device):
+            loading.set()
+            release.wait(30)
+            return super().load(device)
+
+    m.register(SlowToLoad("slow", 2 * GB), preferred=GPU)
+    loader = threading.Thread(target=lambda: m.use("slow").__enter__())
+    loader.start()
+    assert loading.wait(5)
+    closer = threading.Thread(target=m.close)
+    closer.start()
+    try:
+        closer.join(5)
+        assert not closer.is_alive(), "close waited for the load"
+        assert tiers(m)["idle"] == GPU  # the load holds the transitions: nothing is touched
+    finally:
+        release.set()
+        loader.join(5)
+        closer.join(5)

@@ -275,19 +275,26 @@ class ResidencyManager(PlanningMixin, TransitionMixin):
                 while entry.leases or entry.busy:
                     self._cond.wait()
             with self._transition:
-                with self._cond:
-                    if entry.leases or entry.busy:
-                        continue
-                    if entry.tier is None:
-                        return False
-                    entry.busy = True
-                try:
-                    self._evict(entry, None)
-                finally:
-                    with self._cond:
-                        entry.busy = False
-                        self._changed()
-                return True
+                unloaded = self._evict_unless_in_use(entry)
+            if unloaded is not None:
+                return unloaded
+
+    def _evict_unless_in_use(self, entry, wanted: Callable[[Any], bool] | None = None) -> bool | None:
+        """With the transition lock held: unload ``entry`` unless it is in use (None) or not
+        loaded, or ``wanted(entry)`` says no any more (False). True once unloaded."""
+        with self._cond:
+            if entry.leases or entry.busy:
+                return None
+            if entry.tier is None or (wanted is not None and not wanted(entry)):
+                return False
+            entry.busy = True
+        try:
+            self._evict(entry, None)
+        finally:
+            with self._cond:
+                entry.busy = False
+                self._changed()
+        return True
 
     def unload_all(self) -> None:
         for key in self.registered():
@@ -303,19 +310,9 @@ class ResidencyManager(PlanningMixin, TransitionMixin):
                     if e.tier is not None and not e.leases and not e.busy and now - e.last_used >= self.idle_ttl_s]
         done = []
         for key in idle:
-            entry = self._entries[key]
             with self._transition:
-                with self._cond:
-                    if entry.leases or entry.busy or entry.tier is None or now - entry.last_used < self.idle_ttl_s:
-                        continue
-                    entry.busy = True
-                try:
-                    self._evict(entry, None)
+                if self._evict_unless_in_use(self._entries[key], lambda e: now - e.last_used >= self.idle_ttl_s):
                     done.append(key)
-                finally:
-                    with self._cond:
-                        entry.busy = False
-                        self._changed()
         return done
 
     def start_janitor(self, interval_s: float = 30.0) -> None:
@@ -332,11 +329,26 @@ class ResidencyManager(PlanningMixin, TransitionMixin):
         self._janitor.start()
 
     def close(self) -> None:
+        """Stop the janitor and unload every model that is not in use.
+
+        A model still leased or loading at close belongs to a thread the job queue left
+        behind at shutdown (a warm-start load, a job that stopped reporting progress):
+        waiting for it could take as long as the load, or forever, so it is left to the
+        process's exit, and so is everything while a load holds the transition lock.
+        """
         self._stop.set()
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
-        self.unload_all()
+        if not self._transition.acquire(timeout=1.0):
+            log.info("a model load is still in progress at close: the models are left to the process's exit")
+            return
+        try:
+            for key, entry in list(self._entries.items()):
+                if self._evict_unless_in_use(entry) is None:
+                    log.info("%s is still in use at close: left to the process's exit", key)
+        finally:
+            self._transition.release()
 
     # -------------------------------------------------------------------- stats
     def room_for(self, key: str) -> tuple[bool, str]:

@@ -33,7 +33,8 @@ within ``shutdown_grace_s``; after that it is stopped at its next
 ``ctx.progress`` and put back in the queue exactly like a restart would
 (so the next start runs it again). A handler that never reports progress is
 abandoned in its daemon thread; its row stays ``running`` and the next start
-recovers it.
+recovers it. A ``call_on_worker`` call in progress (a warm-start model load)
+is not waited for: it has no row to put back.
 
 One process per data dir: ``start`` takes every ``running`` row for an
 interrupted one.
@@ -387,12 +388,19 @@ class JobQueue(WorkerMixin):
         self._join(grace)
         if any(t.is_alive() for t in self._threads):
             with self._flags_lock:
-                for job_id in self._running:
+                running = list(self._running)
+                for job_id in running:
                     self._flags[job_id] = "shutdown"
-            self._join(5.0)
+            # A job gets a few seconds to reach its next progress step and be re-queued. A worker
+            # busy with a call (a model load at the warm start) has nothing to put back: no wait.
+            self._join(5.0 if running else 0.5)  # idle workers were woken and exit at once
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
-            log.warning("abandoning workers %s: their jobs stay 'running' and are recovered at the next start", alive)
+            if self._running:
+                log.warning("abandoning workers %s: their jobs stay 'running' and are recovered at the next start",
+                            alive)
+            else:
+                log.info("leaving workers %s in a call (a model load at the warm start): no job is lost", alive)
             return  # their threads still use the database
         self._progress_lane.close()
         if self._owns_db:
