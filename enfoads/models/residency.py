@@ -340,7 +340,7 @@ class ResidencyManager(PlanningMixin, TransitionMixin):
         if self._janitor is not None:
             self._janitor.join(timeout=5)
             self._janitor = None
-        if not self._transition.acquire(timeout=1.0):
+        if not self._transition.acquire(timeout=0.2):
             log.info("a model load is still in progress at close: the models are left to the process's exit")
             return
         try:

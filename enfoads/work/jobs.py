@@ -393,7 +393,7 @@ class JobQueue(WorkerMixin):
                     self._flags[job_id] = "shutdown"
             # A job gets a few seconds to reach its next progress step and be re-queued. A worker
             # busy with a call (a model load at the warm start) has nothing to put back: no wait.
-            self._join(5.0 if running else 0.5)  # idle workers were woken and exit at once
+            self._join(5.0 if running else 0.2)  # idle workers were woken and exit at once
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             if self._running:
