@@ -296,10 +296,6 @@ class ResidencyManager(PlanningMixin, TransitionMixin):
                 self._changed()
         return True
 
-    def unload_all(self) -> None:
-        for key in self.registered():
-            self.unload(key)
-
     def evict_idle(self) -> list[str]:
         """Unload models unused for ``idle_ttl_s``; returns their keys."""
         if not self.idle_ttl_s:
