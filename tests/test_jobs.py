@@ -333,7 +333,8 @@ def test_close_does_not_wait_for_a_call_in_progress_and_loses_no_job(make_queue,
     closer.join(3.0)  # the old close waited 5 s here
     try:
         assert not closer.is_alive(), "close waited for the call in progress"
-        assert JobQueue(tmp_path).get(queued.id).state == "queued"  # runs at the next start
+        with JobQueue(tmp_path) as reader:  # the database as the next start finds it
+            assert reader.get(queued.id).state == "queued"  # runs then
         assert "abandoning" not in caplog.text
     finally:
         release.set()
