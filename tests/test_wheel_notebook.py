@@ -1,11 +1,11 @@
 """The package as it is published: the sdist and the wheel `python -m build` makes, the wheel
 installed into a fresh Python, and the Colab notebook installing that wheel by itself.
 
-The fresh venv stands in for a Colab runtime: torch, torchvision, ipykernel and ipywidgets 7 (what Colab ships)
-are there, enfoads is not. It is made once per test session: torch, torchvision and ipykernel with
-what they require are linked in from this Python's install (a Colab image has them preinstalled;
-unpacking torch again took a minute), ipywidgets 7 is pip-installed. Installing the wheel's
-dependencies into it takes about half a minute, inside the notebook's install cell.
+The fresh venv stands in for a Colab GPU runtime (``colab_like``): what Colab ships of the wheel's
+dependencies, at Colab's own versions (its recorded ``pip freeze``), ipykernel and ipywidgets 7 as
+Colab has them, this Python's torch and torchvision linked in; enfoads is not there. It is made once
+per test session. The notebook's install cell then adds only what Colab lacks and must keep the
+rest as Colab has it: the model libraries the product runs with there are Colab's, not the newest.
 """
 import json
 import os
@@ -20,21 +20,16 @@ from types import SimpleNamespace
 import pytest
 
 import enfoads
+from colab_like import colab_versions, installed_versions, make_colab_like_python, run
 from test_notebook import assert_notebook_worked, execute_notebook, notebook_env
 
 pytestmark = pytest.mark.slow  # real processes; `make test-quick` leaves them out
 
 REPO = Path(__file__).resolve().parents[1]
-# The Makefile's pin: the torch and torchvision pair Colab also ships together (spandrel needs both).
-TORCH_PIN = os.environ.get("TORCH_PIN", "torch==2.14.1 torchvision==0.29.1").split()
-COLAB_PREINSTALLED = ("ipykernel>=6.29", "ipywidgets>=7.7,<8")  # Colab manages these; enfoads never installs them
 KERNEL = "enfoads-fresh-venv"
-
-
-def run(cmd, **kw):
-    out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
-    assert out.returncode == 0, f"{' '.join(map(str, cmd))} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
-    return out
+#: What the product runs with on Colab: the notebook's install must leave Colab's versions of these.
+COLAB_KEPT = ("diffusers", "transformers", "huggingface-hub", "accelerate", "safetensors", "tokenizers", "numpy",
+              "pillow", "scipy", "opencv-python-headless", "pydantic", "flask", "ipywidgets", "ipykernel")
 
 
 @pytest.fixture(scope="session")
@@ -48,51 +43,12 @@ def dists(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def fresh_python(tmp_path_factory):
-    """A new venv with what a Colab runtime already has (torch, ipykernel, ipywidgets 7), without enfoads."""
-    venv = tmp_path_factory.mktemp("colab-like") / "venv"
-    run([sys.executable, "-m", "venv", venv], timeout=300)
-    python = venv / "bin" / "python"
-    if link_preinstalled(python, ["torch", "torchvision", "ipykernel"]):
-        run([python, "-m", "pip", "install", "-q", *COLAB_PREINSTALLED], timeout=900)  # ipywidgets 7 and its own
-    else:
-        run([python, "-m", "pip", "install", "-q", *TORCH_PIN, *COLAB_PREINSTALLED], timeout=900)
-    return python
-
-
-def link_preinstalled(python: Path, names: list[str]) -> bool:
-    """Give ``python``'s venv these distributions and everything they require, as symlinks to this
-    Python's installed files (dist-info included, so pip sees them installed), the way a Colab
-    image has them preinstalled: unpacking torch's 5 GB again would take a minute of the suite.
-    False (nothing linked) when this Python's torch is not the pinned one."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-
-    pins = dict(p.split("==") for p in TORCH_PIN if "==" in p)
-    if any(metadata.version(name) != version for name, version in pins.items()):
-        return False
-    target = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
-    todo, seen = list(names), set()
-    while todo:
-        dist = metadata.distribution(todo.pop())
-        key = dist.metadata["Name"].lower().replace("_", "-")
-        if key in seen:
-            continue
-        seen.add(key)
-        for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-        for file in dist.files or []:
-            source = Path(dist.locate_file(file))
-            if ".." in file.parts or "__pycache__" in file.parts or not source.is_file():
-                continue  # scripts in bin/ and compiled caches are not needed
-            dest = target / file
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not dest.exists():
-                dest.symlink_to(source)
-    return True
+def colab_like(tmp_path_factory):
+    """A new venv with what a Colab GPU runtime has of the wheel's needs, at Colab's versions; no enfoads."""
+    made = make_colab_like_python(tmp_path_factory.mktemp("colab-like") / "venv")
+    print(f"Colab's versions installed: {len(made.pins)}; not installable on this Python: {made.not_installable}; "
+          f"too old for the linked torch: {made.for_torch}", file=sys.stderr)
+    return made
 
 
 def package_files() -> list[str]:
@@ -133,8 +89,9 @@ def test_sdist_and_wheel_carry_the_package_its_data_and_its_metadata(dists):
     assert "# Enfoads" in metadata  # the README as the long description
 
 
-def test_notebook_installs_the_wheel_into_a_fresh_python_and_serves(dists, fresh_python, models_dir, tmp_path, monkeypatch):
-    python = fresh_python
+def test_notebook_installs_the_wheel_into_a_fresh_python_and_serves(dists, colab_like, models_dir, tmp_path,
+                                                                     monkeypatch):
+    python = colab_like.python
     # Not preinstalled, whichever test ran first in this session.
     subprocess.run([python, "-m", "pip", "uninstall", "-y", "-q", "enfoads"], capture_output=True)
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on the path is not an install
@@ -160,13 +117,22 @@ def test_notebook_installs_the_wheel_into_a_fresh_python_and_serves(dists, fresh
     assert f"installing enfoads from the newest wheel in {dists.folder}: {dists.wheel}[colab]" in outputs
     assert_notebook_worked(nb, outputs, check, tmp_path / "data", tmp_path / "data" / "logs" / "server.pid")
     assert check["ipywidgets"].startswith("7."), "the UI must work with the ipywidgets Colab ships"
+    # pip kept Colab's versions of what the product runs with: the images, faces and speech above were made
+    # with Colab's diffusers, transformers, huggingface_hub, numpy...
+    colab, now = colab_versions(), installed_versions(python)
+    kept = {n: (colab[n], now.get(n)) for n in COLAB_KEPT if n in colab_like.pins}
+    replaced = {n: v for n, v in kept.items() if v[0] != v[1]}
+    assert not replaced, f"the install replaced Colab's versions (Colab's, now): {replaced}"
+    assert kept.keys() >= {"diffusers", "transformers", "huggingface-hub", "numpy", "ipywidgets"}
+    changed = sorted(f"{n} {v}->{now[n]}" for n, v in colab_like.pins.items() if now.get(n) != v)
+    print(f"Colab packages the install changed: {changed or 'none'}", file=sys.stderr)
     where = run([python, "-c", "import enfoads; print(enfoads.__file__)"], cwd=tmp_path).stdout.strip()
     assert where.startswith(str(python.parents[1])), where  # installed into the fresh venv, not the checkout
     print(f"notebook with the wheel install executed in {elapsed:.1f} s", file=sys.stderr)
 
 
-def test_the_wheel_gives_a_working_enfoads_command(dists, fresh_python, models_dir, tmp_path):
-    python = fresh_python
+def test_the_wheel_gives_a_working_enfoads_command(dists, colab_like, models_dir, tmp_path):
+    python = colab_like.python
     run([python, "-m", "pip", "install", "-q", dists.wheel], timeout=900)  # its dependencies too (present after the notebook test)
     command = python.parent / "enfoads"
     env = {**os.environ, "ENFOADS_MODELS_DIR": str(models_dir), "ENFOADS_DATA_DIR": str(tmp_path), "PYTHONPATH": ""}
