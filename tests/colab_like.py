@@ -92,11 +92,11 @@ def make_colab_like_python(venv: Path, *, package: str = "enfoads", extras: tupl
     constraints = {n: v for n, v in colab.items() if n not in LINKED and not _TORCH_OWN.match(n)}
     constraints.update({n: metadata.version(n) for n in LINKED})  # pip must not swap the linked build
     # A Colab version the linked torch cannot run with (Colab's torch is older) is linked from here too.
-    for_torch = [f"{n}=={pins[n]}" for n, spec in _linked_requirements().items() if n in pins
-                 and not spec.contains(pins[n], prereleases=True)]
-    for pin in for_torch:
-        name = pin.split("==")[0]
-        del pins[name], constraints[name]
+    too_old = [n for n, spec in _linked_requirements().items() if n in pins
+               and not spec.contains(pins[n], prereleases=True)]
+    for_torch = [f"{n}=={pins.pop(n)}" for n in too_old]
+    for n in too_old:
+        del constraints[n]
 
     run([sys.executable, "-m", "venv", venv], timeout=300)
     python = venv / "bin" / "python"
