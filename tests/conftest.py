@@ -73,3 +73,22 @@ def api(app):
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = KEY_HEADERS["Authorization"]
     return client
+
+
+def pytest_collection_modifyitems(items):
+    """Give every item its own node id.
+
+    schemathesis 4.32 under pytest 9.2 names all of ``test_openapi_conformance``'s operations
+    ``test_fuzz.py::test_openapi_conformance``: pytest builds the id from ``originalname``. With
+    one id for 34 items, ``--lf`` and pytest-xdist (which runs each id once) cannot tell them apart.
+    """
+    for item in items:
+        head, _, last = item.nodeid.rpartition("::")
+        if head and last != item.name:
+            unique = f"{head}::{item.name}"
+            if hasattr(item, "_id"):  # pytest >= 9.2 keeps the id as a NodeId
+                from _pytest.nodeid import coerce_node_id
+
+                item._id = coerce_node_id(unique)
+            else:
+                item._nodeid = unique

@@ -6,6 +6,8 @@ below, or takes a fixture (of its own module or of conftest.py) that does."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,18 @@ def test_the_check_sees_a_server_fixture_and_a_ray_engine(tmp_path):
 def test_the_starters_still_exist(name):
     # A renamed helper would make the check above pass vacuously.
     assert any(name in p.read_text() for p in TESTS.glob("*.py") if p.name != "test_markers.py"), name
+
+
+
+def test_every_collected_test_has_its_own_node_id(request):
+    """``--lf``, ``--deselect`` and pytest-xdist know a test by its node id: two items under one id
+    are one test to them (pytest-xdist runs it once). conftest.py mends the ids schemathesis gives;
+    its fuzz module is collected here on its own, so the check holds whatever this run selected."""
+    fuzz = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           str(TESTS / "test_fuzz.py")], capture_output=True, text=True, cwd=TESTS.parent, timeout=120)
+    assert fuzz.returncode == 0, fuzz.stdout[-2000:] + fuzz.stderr[-2000:]
+    fuzz_ids = [line for line in fuzz.stdout.splitlines() if "::test_openapi_conformance" in line]
+    assert len(fuzz_ids) > 10 and all(i.endswith("]") for i in fuzz_ids), fuzz_ids[:3]  # [METHOD /path]
+    for ids in (fuzz_ids, [item.nodeid for item in request.session.items]):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        assert not repeated, repeated[:5]
