@@ -8,6 +8,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -m "not gpu"
+# pytest-xdist workers: one per core, at most 4 (each builds its own tiny kit and app, about 2 GB);
+# JOBS=0 runs the tests in this one process.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST := -n $(JOBS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv serve test test-quick doctor tiny bench clean
 
@@ -29,13 +33,13 @@ tiny: venv
 	$(VENV)/bin/enfoads build-tiny
 
 test: venv
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
-# The inner loop: everything that runs in this process (test client, service contract, real
+# The inner loop: everything that runs in the test's own process (test client, service contract, real
 # loaders on the tiny kit); leaves out `slow`, the tests of real processes (enfoads serve,
 # Ray, the notebook kernel, chromium, a fresh venv). `make test` (CI) runs them all.
 test-quick: venv
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not gpu and not slow" $(QUICK_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(XDIST) -m "not gpu and not slow" $(QUICK_ARGS)
 
 bench: venv
 	$(PY) bench/residency_trace.py

@@ -75,7 +75,22 @@ def api(app):
     return client
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    _give_each_item_its_own_id(items)
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (``make test``)
+        _files_with_real_processes_first(items)
+
+
+def _files_with_real_processes_first(items):
+    """Order the files so that those with ``slow`` tests (real processes, a minute or more each
+    for the heaviest) come first: pytest-xdist hands out whole files in this order
+    (``--dist loadfile --no-loadscope-reorder``), and the many quick files then fill in
+    around them instead of one heavy file running alone at the end."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: each file's own order is kept
+
+
+def _give_each_item_its_own_id(items):
     """Give every item its own node id.
 
     schemathesis 4.32 under pytest 9.2 names all of ``test_openapi_conformance``'s operations

@@ -335,7 +335,10 @@ def test_recorded_t4_trace_replays_without_waits_or_overshoot():
                 s = m.stats()
                 assert s.gpu_used <= s.gpu_budget and s.ram_used <= s.ram_budget
     s = m.stats()
-    assert slowest < 1.0
+    # A lease that waited for memory would sit out the whole lease_wait_s (one thread: nothing frees
+    # it) and then fail; the loads themselves are simulated (a 1 s bound once read 1.12 s with the
+    # other core busy).
+    assert slowest < m.lease_wait_s / 2
     assert s.over_budget_events == 0 and s.loads > 0
 
 
