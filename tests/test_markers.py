@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,6 @@ def test_the_starters_still_exist(name):
     assert any(name in p.read_text() for p in TESTS.glob("*.py") if p.name != "test_markers.py"), name
 
 
-
 def test_every_collected_test_has_its_own_node_id(request):
     """``--lf``, ``--deselect`` and pytest-xdist know a test by its node id: two items under one id
     are one test to them (pytest-xdist runs it once). conftest.py mends the ids schemathesis gives;
@@ -110,5 +110,5 @@ def test_every_collected_test_has_its_own_node_id(request):
     fuzz_ids = [line for line in fuzz.stdout.splitlines() if "::test_openapi_conformance" in line]
     assert len(fuzz_ids) > 10 and all(i.endswith("]") for i in fuzz_ids), fuzz_ids[:3]  # [METHOD /path]
     for ids in (fuzz_ids, [item.nodeid for item in request.session.items]):
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
         assert not repeated, repeated[:5]
