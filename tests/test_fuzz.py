@@ -34,6 +34,7 @@ import requests
 schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck
+from schemathesis.checks import not_a_server_error
 from server_fixture import start_server
 
 from enfoads.models.tiny import build_tiny_kit
@@ -48,6 +49,10 @@ SLOW_EXAMPLES = FULL or 15
 SLOW_PATHS = ["/generate-image", "/face-swap", "/v1/images/generations", "/v1/audio/transcriptions",
               "/render-video", "/render-multi-scene", "/enhance-media", "/live-portrait", "/api/jobs"]
 KEY = "fuzz-key-0123456789abcdef"
+# The OpenAI routes cannot answer 202 with a job id (OpenAI's clients do not poll): when the sync
+# wait runs out they answer the documented 503 ``timeout``. Behind the backlog of big jobs this run
+# leaves, on a busy machine, a valid request can wait that long.
+OPENAI_SYNC_PATHS = {"/v1/images/generations", "/v1/audio/transcriptions"}
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +132,20 @@ def test_openapi_conformance(case, fuzz_server):
             case.query["timeout"] = 0.05  # the default is the full 25 s
         elif 0 < value <= 25:
             case.query["timeout"] = round(value / 100, 4)
-    case.call_and_validate(base_url=fuzz_server.base, headers=fuzz_server.headers())
+    response = case.call(base_url=fuzz_server.base, headers=fuzz_server.headers())
+    # That 503 still has to conform to the spec (status, content type, body); any other 5xx fails.
+    excluded = [not_a_server_error] if _sync_wait_ran_out(case.path, response) else []
+    case.validate_response(response, headers=fuzz_server.headers(), excluded_checks=excluded)
+
+
+def _sync_wait_ran_out(path: str, response) -> bool:
+    if path not in OPENAI_SYNC_PATHS or response.status_code != 503:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("code") == "timeout" and "still running after" in str(body.get("message"))
 
 
 def test_server_still_serves_after_fuzzing(fuzz_server):

@@ -36,7 +36,7 @@ def _errors(*codes: int) -> dict:
         429: "Rate limit or full queue",
         500: "Internal error",
         501: "Capability not in this version",
-        503: "Out of GPU memory, or the engine is starting",
+        503: "Out of GPU memory, the engine is starting, or (OpenAI routes) the job outlived the sync wait",
     }
     return {str(c): {"description": text[c], "content": _json(ERROR)} for c in codes}
 
