@@ -22,6 +22,7 @@ from enfoads.services.avatars import AvatarStore
 from enfoads.work.backend import JobBackend
 from enfoads.errors import InvalidInput
 from enfoads.work.events import EventBus
+from enfoads.work.idempotency import IdempotencyKeys
 from enfoads.models.installer import Installer
 from enfoads.work.jobs import JobQueue
 from enfoads.services.library import Library
@@ -66,10 +67,13 @@ class Engine:
     installer: Installer | None = None  # the background download of missing models
     warmer: Warmer | None = None  # the warm start of the default models (ENFOADS_WARM)
     backend: JobBackend | None = None  # what runs the jobs; default the local queue
+    idempotency: IdempotencyKeys | None = None  # the job each Idempotency-Key made; default in self.db
 
     def __post_init__(self) -> None:
         if self.backend is None:
             self.backend = self.queue
+        if self.idempotency is None:
+            self.idempotency = IdempotencyKeys(self.db)
 
     @property
     def jobs(self) -> JobBackend:
@@ -84,11 +88,20 @@ class Engine:
             raise InvalidInput.field("params", "must be a JSON object")
         return self.kinds[kind].validate(params)
 
-    def submit(self, kind: str, params: dict):
-        return self.jobs.submit(kind, self.validate(kind, params))
+    def submit(self, kind: str, params: dict, *, idempotency_key: str | None = None):
+        """Queue a job; with ``idempotency_key``, a retry of the same request gets the job the first made."""
+        valid = self.validate(kind, params)
+        if idempotency_key is None:
+            return self.jobs.submit(kind, valid)
+        # A retry is matched on what the client sent: validation fills in a random seed, say.
+        job, _ = self.idempotency.submit_once(idempotency_key, kind, params, lambda: self.jobs.submit(kind, valid),
+                                              self.jobs.get)
+        return job
 
-    def submit_and_wait(self, kind: str, params: dict, timeout: float):
-        return self.jobs.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
+    def submit_and_wait(self, kind: str, params: dict, timeout: float, *, idempotency_key: str | None = None):
+        if idempotency_key is None:
+            return self.jobs.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
+        return self.jobs.wait(self.submit(kind, params, idempotency_key=idempotency_key).id, timeout=timeout)
 
     def close(self, grace_s: float | None = None) -> None:
         """Stop everything; a running job gets ``grace_s`` (default the queue's) before it is re-queued."""

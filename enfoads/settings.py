@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(50.0, gt=0, description="largest request body, except uploads for transcription")
     max_upload_mb: float = Field(100.0, gt=0, description="largest audio upload for transcription")
     sync_timeout_s: float = Field(
-        120.0, gt=0, description="how long /generate-image and /face-swap wait before answering with the job id"
+        120.0, gt=0, description="how long /generate-image and /face-swap wait before answering with the job id "
+        "(the OpenAI routes: with a 503 timeout)"
     )
     rate_limit: str = Field("1200/minute", description="requests per key and client, all routes")
     submit_rate_limit: str = Field(

@@ -34,8 +34,8 @@ def test_a_new_data_dir_gets_every_table_at_the_current_version(tmp_path):
     db = open_database(tmp_path)
     db.close()
     assert user_version(tmp_path / DB_FILENAME) == SCHEMA_VERSION
-    assert {"jobs", "events", "assets", "asset_links_kept", "image_cache", "library_items"} <= tables(
-        tmp_path / DB_FILENAME)
+    assert {"jobs", "events", "assets", "asset_links_kept", "image_cache", "library_items",
+            "idempotency_keys"} <= tables(tmp_path / DB_FILENAME)
 
 
 def test_a_file_from_a_newer_release_is_refused_not_misread(tmp_path):

@@ -118,6 +118,20 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
     app.extensions[EXTENSION] = app_state
 
     init_cors(app, settings.cors_origins)
+
+    # flask-limiter (headers_enabled) sets Retry-After on every response, to when the rate window
+    # resets (up to a minute), over a queue_full 429's or a 503's own figure. Only its own 429 (a
+    # limit hit: no Retry-After of the response's own) keeps it. Flask runs these hooks in reverse:
+    # _note_retry_after, the limiter's, then this one.
+    @app.after_request
+    def _keep_the_responses_own_retry_after(response):
+        own = g.pop("own_retry_after", None)
+        if own is not None:
+            response.headers["Retry-After"] = own
+        elif response.status_code != 429:
+            response.headers.pop("Retry-After", None)
+        return response
+
     limiter = Limiter(
         key_func=lambda: f"{_bearer() or request.environ.get('enfoads.prefix_auth', '')}|{request.remote_addr}",
         app=app,
@@ -126,6 +140,11 @@ def create_app(settings: Settings | None = None, *, engine_factory=None, hardwar
         headers_enabled=True,
     )
     app.extensions["enfoads.limiter"] = limiter
+
+    @app.after_request
+    def _note_retry_after(response):
+        g.own_retry_after = response.headers.get("Retry-After")
+        return response
 
     @app.before_request
     def _authenticate():

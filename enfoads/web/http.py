@@ -7,6 +7,7 @@ from typing import Any
 from flask import after_this_request, g, request, url_for
 
 from enfoads.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from enfoads.work.idempotency import HEADER as IDEMPOTENCY_HEADER, check_key
 from enfoads.work.job_types import Job
 from enfoads.text import clean_text, describe
 
@@ -68,6 +69,12 @@ def _read_body(max_bytes: float | None) -> bytes:
     if len(data) > max_bytes:
         raise too_large
     return data
+
+
+def idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` header, checked (400 naming it); None when it sent none."""
+    value = request.headers.get(IDEMPOTENCY_HEADER)
+    return None if value is None else check_key(value)
 
 
 def json_body(max_bytes: int | None = None) -> dict:

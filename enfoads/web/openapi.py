@@ -67,6 +67,11 @@ WARM_STATE = {"enum": ["off", "pending", "warming", "warm", "skipped", "failed"]
 JOB = {"$ref": "#/components/schemas/Job"}
 JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 64}}
 COMMON = (401, 429, 500, 503)
+IDEMPOTENCY_KEY_PARAM = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "description": "a retry with the same key gets the job the first try made (kept 24 h); "
+                   "the same key with other parameters is a 422",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"}}
 
 
 def builtin_options() -> dict[str, type]:
@@ -164,8 +169,8 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
             "styles": {"type": "array", "items": {"type": "string"}}}}), **_errors(*COMMON)}, tags=["frontend"])},
         "/api/jobs": {
             "post": _op("Queue a job", {"202": {"description": "Queued", "content": _json(JOB)},
-                                        **_errors(400, 413, 415, *COMMON)},
-                        body=_job_request(options), tags=["jobs"]),
+                                        **_errors(400, 413, 415, 422, *COMMON)},
+                        body=_job_request(options), params=[IDEMPOTENCY_KEY_PARAM], tags=["jobs"]),
             "get": _op("List jobs", {**_ok({"type": "object", "required": ["jobs"], "properties": {
                 "jobs": {"type": "array", "items": JOB}}}), **_errors(400, *COMMON)},
                 params=[{"name": "state", "in": "query", "schema": {
@@ -221,10 +226,11 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
         "/v1/images/generations": {"post": _op("OpenAI-compatible image generation", {
             **_ok({"type": "object", "required": ["created", "data"], "properties": {
                 "created": {"type": "integer"}, "data": {"type": "array", "items": OBJ}}}),
-            **_errors(400, 409, 413, 415, *COMMON)},
+            **_errors(400, 409, 413, 415, 422, *COMMON)},
             body={"type": "object", "required": ["prompt"], "properties": {
                 "prompt": {"type": "string"}, "n": {"type": "integer"}, "size": {"type": "string"},
-                "response_format": {"enum": ["b64_json", "url"]}, "model": {"type": "string"}}}, tags=["openai"])},
+                "response_format": {"enum": ["b64_json", "url"]}, "model": {"type": "string"}}},
+            params=[IDEMPOTENCY_KEY_PARAM], tags=["openai"])},
         "/v1/audio/transcriptions": {"post": _op("OpenAI-compatible transcription", {
             "200": {"description": "Transcript", "content": {
                 "application/json": {"schema": OBJ}, "text/plain": {"schema": {"type": "string"}},
@@ -234,7 +240,7 @@ def build_spec(server_url: str = "/", options: Mapping[str, type] | None = None)
                 "file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
                 "language": {"type": "string"}, "prompt": {"type": "string"},
                 "response_format": {"enum": ["json", "text", "srt", "vtt", "verbose_json"]},
-                "temperature": {"type": "number"}}}}}, tags=["openai"])},
+                "temperature": {"type": "number"}}}}}, params=[IDEMPOTENCY_KEY_PARAM], tags=["openai"])},
     }
     queued = {"202": {"description": "Queued", "content": _json({
         "type": "object", "required": ["status", "job_id", "message"],

@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 
 from enfoads.errors import InvalidInput
 from enfoads.work.job_types import STATES
-from enfoads.web.http import job_view, json_body, query_number
+from enfoads.web.http import idempotency_key, job_view, json_body, query_number
 from enfoads.web.state import engine, state
 
 bp = Blueprint("jobs", __name__)
@@ -22,7 +22,7 @@ def submit_job():
     if not isinstance(kind, str) or not kind:
         raise InvalidInput.field("kind", f"required; one of {', '.join(sorted(engine().kinds))}")
     params = body.get("params", {})
-    job = engine().submit(kind, params)
+    job = engine().submit(kind, params, idempotency_key=idempotency_key())
     response = jsonify(job_view(job))
     response.status_code = 202
     response.headers["Location"] = f"{request.script_root}/api/jobs/{job.id}"

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from enfoads.errors import InvalidInput, PayloadTooLarge
 from enfoads.web.errors import error_response, status_for_job_error
-from enfoads.web.http import form_text, json_body, media_url, result_asset_ids
+from enfoads.web.http import form_text, idempotency_key, json_body, media_url, result_asset_ids
 from enfoads.web.state import engine, state
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -40,14 +40,24 @@ def _check_model(model, aliases: set, role: str) -> None:
 
 def _wait(kind: str, params: dict):
     eng = engine()
-    job = eng.submit_and_wait(kind, params, timeout=state().settings.sync_timeout_s)
+    key = idempotency_key()
+    timeout = state().settings.sync_timeout_s
+    job = eng.submit_and_wait(kind, params, timeout=timeout, idempotency_key=key)
     if job.state == "succeeded":
         return job, None
     if job.state in ("failed", "cancelled"):
         error = job.error or {"message": "cancelled"}
         status = status_for_job_error(error) if job.state == "failed" else 409
         return job, _openai_error(status, error.get("message") or "the job failed")
-    return job, _openai_error(503, f"still running after {state().settings.sync_timeout_s:.0f} s; job {job.id}", code="timeout")
+    how = ("a retry with the same Idempotency-Key waits for it" if key else
+           "it goes on: poll it with the job API, or send an Idempotency-Key header so that a retry waits for it")
+    response = _openai_error(503, f"still running after {timeout:g} s; job {job.id}: {how}", code="timeout")
+    # openai-python (like every Stainless-made client) retries a 5xx unless told not to: without a
+    # key its retry would queue the same work again behind this job; with one, it waits for this job.
+    response.headers["x-should-retry"] = "true" if key else "false"
+    if key:
+        response.headers["Retry-After"] = "1"
+    return job, response
 
 
 @bp.get("/models")

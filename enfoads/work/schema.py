@@ -155,10 +155,27 @@ def _v2_job_error_status(conn: sqlite3.Connection) -> None:
         conn.execute("UPDATE jobs SET error_status = ?, error_code = ? WHERE error_type = ?", (status, code, name))
 
 
+IDEMPOTENCY_KEYS = """
+CREATE TABLE idempotency_keys (
+    key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys(created)
+"""
+
+
+def _v3_idempotency_keys(conn: sqlite3.Connection) -> None:
+    """The job each ``Idempotency-Key`` a client sent made (enfoads.work.idempotency)."""
+    _script(conn, IDEMPOTENCY_KEYS)
+
+
 #: (version, what it does, the change). Applied in order, each at most once per file.
 MIGRATIONS: tuple[tuple[int, str, Callable[[sqlite3.Connection], None]], ...] = (
     (1, "jobs, events, assets, kept links, image cache, library (the 0.1 schema)", _v1_tables),
     (2, "a failed job's HTTP status and error code", _v2_job_error_status),
+    (3, "the job each idempotency key made", _v3_idempotency_keys),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
