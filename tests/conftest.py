@@ -56,7 +56,10 @@ def app(models_dir, tmp_path_factory):
     app = create_app(settings)
     app.config["TESTING"] = True
     state = app.extensions[EXTENSION]
-    state.holder.get(timeout=120)
+    warmer = state.holder.get(timeout=120).warmer
+    # Warm before any test runs: another engine built in this process must not load a model while
+    # this one's warm-up does (accelerate's empty-weights init patches torch for every thread).
+    assert warmer is None or warmer.wait(120), "the app's warm-up did not finish in 120 s"
     yield app
     state.holder.close()
 

@@ -197,17 +197,15 @@ def test_only_a_rate_limit_hit_gets_the_limiters_retry_after(api):
 def impatient_app(app, models_dir, tmp_path_factory):
     """The app with a sync wait far shorter than a tiny generation (and no warm start).
 
-    The session's app is warm first: two engines in one process must not load models at the same
-    time (accelerate's empty-weights init patches torch for every thread; in a server, one engine's
-    residency manager loads one model at a time).
+    It asks for the session's app, warm (conftest): two engines in one process must not load models
+    at the same time (accelerate's empty-weights init patches torch for every thread; in a server,
+    one engine's residency manager loads one model at a time).
     """
     from enfoads.models.tiny import build_tiny_kit
     from enfoads.settings import Settings
     from enfoads.web import create_app
     from enfoads.web.state import EXTENSION
 
-    warmer = _engine(app).warmer
-    assert warmer is None or warmer.wait(120)
     build_tiny_kit(models_dir)
     settings = Settings(profile="tiny", models_dir=models_dir, data_dir=tmp_path_factory.mktemp("impatient") / "data",
                         api_key=API_KEY, auto_download="off", warm="off", sync_timeout_s=0.01,
