@@ -283,3 +283,68 @@ def test_a_rate_limit_hit_keeps_the_limiters_retry_after(models_dir, tmp_path):
         assert 1 <= int(answers[2].headers["Retry-After"]) <= 60
     finally:
         app.extensions[EXTENSION].holder.close()
+
+
+# ----------------------------------------------------------------- the notebook's client
+
+
+@pytest.fixture
+def lossy_tunnel(app):
+    """The app on a real socket, behind a relay that forwards the first ``POST /api/jobs`` and then
+    drops the connection instead of answering (a tunnel that lost the answer; the job is queued)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import requests
+    from werkzeug.serving import make_server
+
+    backend = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{backend.server_port}"
+    seen = []
+
+    class Relay(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _relay(self, method):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+            seen.append((method, self.path, headers.get("Idempotency-Key")))
+            answer = requests.request(method, upstream + self.path, data=body or None, headers=headers, timeout=60)
+            if method == "POST" and self.path == "/api/jobs" and len([s for s in seen if s[0] == "POST"]) == 1:
+                self.close_connection = True  # queued upstream; the caller never hears of it
+                return
+            self.send_response(answer.status_code)
+            for name in ("Content-Type", "Location"):
+                if name in answer.headers:
+                    self.send_header(name, answer.headers[name])
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def do_GET(self):
+            self._relay("GET")
+
+        def do_POST(self):
+            self._relay("POST")
+
+    relay = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+    threading.Thread(target=relay.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{relay.server_address[1]}", seen
+    relay.shutdown()
+    relay.server_close()
+    backend.shutdown()
+
+
+def test_the_notebook_client_sends_a_lost_submission_again_and_gets_the_one_job(app, lossy_tunnel):
+    from enfoads.colab.client import Client
+
+    url, seen = lossy_tunnel
+    prompt = f"a lost answer {uuid.uuid4().hex[:8]}"
+    client = Client(url, API_KEY, poll_s=0.05, retry_s=0.05)
+    view = client.run("image.generate", {"prompt": prompt, "width": 256, "height": 256, "steps": 1}, timeout_s=120)
+    assert view["state"] == "succeeded"
+    made = [j for j in _engine(app).jobs.list(kind="image.generate", limit=500) if j.params.get("prompt") == prompt]
+    assert [j.id for j in made] == [view["id"]]  # one job, though it was submitted twice
+    posts = [s for s in seen if s[0] == "POST"]
+    assert len(posts) == 2 and posts[0][2] and posts[0][2] == posts[1][2]  # sent again, with its key

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from typing import Callable
 
 from enfoads.colab.masking import mask
 from enfoads.colab.server import JobFailed, ServerError, http_json, http_request
 
 TERMINAL_STATES = ("succeeded", "failed", "cancelled")
+SUBMIT_ATTEMPTS = 3
+# A tunnel's answers when it lost the server for a moment (ngrok, cloudflared): the job may be queued.
+GATEWAY_ERRORS = (502, 504)
 
 
 def _to_data_uri(content: bytes, mime: str = "image/png") -> str:
@@ -18,16 +22,23 @@ def _to_data_uri(content: bytes, mime: str = "image/png") -> str:
 ProgressCallback = Callable[[dict], None]
 
 
+def _checked(status: int, data: dict) -> dict:
+    if status >= 400 or data.get("status") == "error":
+        raise ServerError(data.get("message") or data.get("error") or f"HTTP {status}")
+    return data
+
+
 class Client:
     """The server's HTTP API (bearer key, JSON). Every model call is a job: submitted with
     ``POST /api/jobs`` (202 and the job), then polled on ``GET /api/jobs/<id>`` to the end,
     each new progress figure handed to ``on_progress``."""
 
-    def __init__(self, base_url: str, key: str, timeout: float = 600.0, poll_s: float = 0.5):
+    def __init__(self, base_url: str, key: str, timeout: float = 600.0, poll_s: float = 0.5, retry_s: float = 1.0):
         self.base_url = base_url.rstrip("/")
         self.key = key
         self.timeout = timeout
         self.poll_s = poll_s
+        self.retry_s = retry_s  # the first pause before a submission is sent again
 
     def __repr__(self) -> str:  # never the key
         return f"Client({self.base_url!r}, key={mask(self.key)!r})"
@@ -41,9 +52,7 @@ class Client:
             self.base_url + path, method=method, body=body, timeout=self.timeout, content_type=content_type,
             headers=self._headers,
         )
-        if status >= 400 or data.get("status") == "error":
-            raise ServerError(data.get("message") or data.get("error") or f"HTTP {status}")
-        return data
+        return _checked(status, data)
 
     def health(self) -> dict:
         return http_json(self.base_url + "/", timeout=10)[1]
@@ -57,8 +66,27 @@ class Client:
 
     # -- jobs ----------------------------------------------------------------
     def submit(self, kind: str, params: dict) -> dict:
-        """Queue a job (``POST /api/jobs``, answered 202 with the job); its view."""
-        return self._call("POST", "/api/jobs", {"kind": kind, "params": params})
+        """Queue a job (``POST /api/jobs``, answered 202 with the job); its view.
+
+        A dropped connection or a tunnel's 502/504 is sent again, up to ``SUBMIT_ATTEMPTS`` in all,
+        with the same ``Idempotency-Key``: the job may have been queued before the answer was lost,
+        and the server then hands back that job instead of queueing a second one.
+        """
+        headers = {**self._headers, "Idempotency-Key": uuid.uuid4().hex}
+        body = {"kind": kind, "params": params}
+        for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+            last = attempt == SUBMIT_ATTEMPTS
+            try:
+                status, data = http_json(self.base_url + "/api/jobs", method="POST", body=body, timeout=self.timeout,
+                                         headers=headers)
+            except OSError:  # refused, reset, timed out: urllib's URLError is one too
+                if last:
+                    raise
+            else:
+                if status not in GATEWAY_ERRORS or last:
+                    return _checked(status, data)
+            time.sleep(self.retry_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/api/jobs/{job_id}")
