@@ -88,20 +88,25 @@ class Engine:
             raise InvalidInput.field("params", "must be a JSON object")
         return self.kinds[kind].validate(params)
 
-    def submit(self, kind: str, params: dict, *, idempotency_key: str | None = None):
-        """Queue a job; with ``idempotency_key``, a retry of the same request gets the job the first made."""
+    def submit(self, kind: str, params: dict, *, idempotency_key: str | None = None, sent: dict | None = None):
+        """Queue a job; with ``idempotency_key``, a retry of the same request gets the job the first made.
+
+        A retry is matched on what the client sent (``sent``, default ``params``), not on the
+        validated params: validation fills in a random seed, and a route that stores an upload
+        first passes its content hash instead of the new asset's id.
+        """
         valid = self.validate(kind, params)
         if idempotency_key is None:
             return self.jobs.submit(kind, valid)
-        # A retry is matched on what the client sent: validation fills in a random seed, say.
-        job, _ = self.idempotency.submit_once(idempotency_key, kind, params, lambda: self.jobs.submit(kind, valid),
-                                              self.jobs.get)
+        job, _ = self.idempotency.submit_once(idempotency_key, kind, params if sent is None else sent,
+                                              lambda: self.jobs.submit(kind, valid), self.jobs.get)
         return job
 
-    def submit_and_wait(self, kind: str, params: dict, timeout: float, *, idempotency_key: str | None = None):
+    def submit_and_wait(self, kind: str, params: dict, timeout: float, *, idempotency_key: str | None = None,
+                        sent: dict | None = None):
         if idempotency_key is None:
             return self.jobs.submit_and_wait(kind, self.validate(kind, params), timeout=timeout)
-        return self.jobs.wait(self.submit(kind, params, idempotency_key=idempotency_key).id, timeout=timeout)
+        return self.jobs.wait(self.submit(kind, params, idempotency_key=idempotency_key, sent=sent).id, timeout=timeout)
 
     def close(self, grace_s: float | None = None) -> None:
         """Stop everything; a running job gets ``grace_s`` (default the queue's) before it is re-queued."""

@@ -187,6 +187,31 @@ def test_api_jobs_key_reused_for_other_params_is_a_422_and_a_bad_key_a_400(app, 
     assert _engine(app).jobs.wait(first.get_json()["id"], timeout=120).state == "succeeded"
 
 
+def test_a_transcription_sent_again_with_its_key_is_the_same_job_though_the_upload_is_stored_again(app, api,
+                                                                                                   tmp_path):
+    import shutil
+    import subprocess
+
+    wav = tmp_path / "hola.wav"
+    subprocess.run([shutil.which("espeak-ng"), "-v", "es", "-w", str(wav), "hola, esto es una prueba"], check=True)
+    audio = wav.read_bytes()
+    engine = _engine(app)
+    before = {j.id for j in engine.jobs.list(kind="speech.transcribe", limit=500)}
+    key = str(uuid.uuid4())
+
+    def send(data: bytes):
+        return api.post("/v1/audio/transcriptions", headers={HEADER: key}, content_type="multipart/form-data",
+                        data={"file": (io.BytesIO(data), "hola.wav"), "response_format": "json"})
+
+    first, again = send(audio), send(audio)
+    assert first.status_code == 200 and again.status_code == 200, (first.get_json(), again.get_json())
+    assert again.get_json() == first.get_json()
+    made = [j for j in engine.jobs.list(kind="speech.transcribe", limit=500) if j.id not in before]
+    assert len(made) == 1, [(j.id, j.state) for j in made]
+    other = send(audio[:-200])  # other bytes under the same key: another request
+    assert other.status_code == 422 and other.get_json()["code"] == "idempotency_key_reused"
+
+
 def test_only_a_rate_limit_hit_gets_the_limiters_retry_after(api):
     # flask-limiter would put when its window resets on every answer, over a 503's or queue_full's own.
     ok = api.get("/gpu-status")

@@ -38,11 +38,11 @@ def _check_model(model, aliases: set, role: str) -> None:
     raise InvalidInput.field("model", f"unknown model {model!r}; use {sorted(a for a in aliases if a)} or {eng.runtime.model_key(role)!r}")
 
 
-def _wait(kind: str, params: dict):
+def _wait(kind: str, params: dict, sent: dict | None = None):
     eng = engine()
     key = idempotency_key()
     timeout = state().settings.sync_timeout_s
-    job = eng.submit_and_wait(kind, params, timeout=timeout, idempotency_key=key)
+    job = eng.submit_and_wait(kind, params, timeout=timeout, idempotency_key=key, sent=sent)
     if job.state == "succeeded":
         return job, None
     if job.state in ("failed", "cancelled"):
@@ -136,7 +136,8 @@ def audio_transcriptions():
     granularities = form.getlist("timestamp_granularities[]") or form.getlist("timestamp_granularities")
     if "word" in granularities:
         params["word_timestamps"] = True
-    job, early = _wait("speech.transcribe", params)
+    # A retry uploads the file again, as a new asset: it is the same request if the bytes are the same.
+    job, early = _wait("speech.transcribe", params, sent={**params, "audio": asset.sha256})
     if early is not None:
         return early
     result = job.result or {}
