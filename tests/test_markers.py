@@ -6,6 +6,7 @@ below, or takes a fixture (of its own module or of conftest.py) that does."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -112,3 +113,15 @@ def test_every_collected_test_has_its_own_node_id(request):
     for ids in (fuzz_ids, [item.nodeid for item in request.session.items]):
         repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
         assert not repeated, repeated[:5]
+
+
+def test_each_test_process_runs_torch_on_one_thread():
+    """conftest pins one intra-op thread (OMP_NUM_THREADS) before torch loads; every process a test
+    starts inherits it. Without it the workers' and servers' thread pools oversubscribe the cores."""
+    import torch
+
+    assert os.environ["OMP_NUM_THREADS"] == "1"
+    assert torch.get_num_threads() == 1
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
